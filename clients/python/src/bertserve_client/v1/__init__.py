@@ -1,0 +1,1 @@
+"""Generated gRPC stubs for bertserve.v1."""

@@ -1,0 +1,59 @@
+"""bertserve: a gRPC model server for one shared BERT encoder with plugin heads.
+
+This module is the public API for head plugins: the `Head` contract, the
+`hookimpl` marker, the task input/output types, and helpers.
+"""
+
+from __future__ import annotations
+
+from .encoder import SharedEncoder
+from .errors import BertServeError, HeadUnavailable, InputError
+from .headfile import HeadFileMetadata, load_head_file, save_head_file
+from .heads import EncodedRow, EncoderOutputs, Head, HeadDescription, HeadLoadContext
+from .hookspecs import hookimpl
+from .tasks import (
+    AnswerSpan,
+    ClassificationOutput,
+    FillMaskInput,
+    FillMaskOutput,
+    MaskPredictions,
+    NextSentenceInput,
+    NextSentenceOutput,
+    QuestionAnsweringInput,
+    QuestionAnsweringOutput,
+    TextClassificationInput,
+    TokenPrediction,
+)
+from .text import encode, require_text
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AnswerSpan",
+    "BertServeError",
+    "ClassificationOutput",
+    "EncodedRow",
+    "EncoderOutputs",
+    "FillMaskInput",
+    "FillMaskOutput",
+    "Head",
+    "HeadDescription",
+    "HeadFileMetadata",
+    "HeadLoadContext",
+    "HeadUnavailable",
+    "InputError",
+    "MaskPredictions",
+    "NextSentenceInput",
+    "NextSentenceOutput",
+    "QuestionAnsweringInput",
+    "QuestionAnsweringOutput",
+    "SharedEncoder",
+    "TextClassificationInput",
+    "TokenPrediction",
+    "encode",
+    "hookimpl",
+    "load_head_file",
+    "require_text",
+    "save_head_file",
+    "__version__",
+]

@@ -1,0 +1,255 @@
+"""Dynamic batching across heads: one queue, one encoder forward per batch.
+
+One owner task takes rows from the shared queue whenever the encoder is idle,
+so a row that finds the encoder free starts at once and rows that arrive
+during a forward form the next batch. A batch is built around the oldest
+waiting row (no starvation) from the rows closest to it in length, so padding
+stays small, and closes at `max_batch_size` rows or `max_batch_tokens` padded
+tokens. The forward and the heads run on one inference thread, off the event
+loop. Rows whose request was cancelled or whose deadline passed are dropped
+before the forward.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .config import BatchingConfig
+from .encoder import SharedEncoder
+from .errors import DeadlineExceeded, HeadFailed, NotServing, QueueFull
+from .heads import EncodedRow, EncoderOutputs, Head
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class _QueuedRow:
+    head: Head[Any, Any]
+    row: EncodedRow
+    future: asyncio.Future[Any]
+    deadline: float | None
+    order: int
+
+    @property
+    def length(self) -> int:
+        return len(self.row)
+
+
+@dataclass
+class BatcherStats:
+    """Counters for tests, benchmarks and metrics."""
+
+    forwards: int = 0
+    rows: int = 0
+    padded_tokens: int = 0
+    real_tokens: int = 0
+    dropped_cancelled: int = 0
+    dropped_expired: int = 0
+    batch_sizes: list[int] = field(default_factory=list)
+
+
+class Batcher:
+    """Owns the queue and the encoder; `submit` is the only way to run it."""
+
+    def __init__(self, encoder: SharedEncoder, config: BatchingConfig) -> None:
+        self._encoder = encoder
+        self._config = config
+        self._queue: list[_QueuedRow] = []
+        self._wakeup = asyncio.Event()
+        self._order = itertools.count()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bertserve-inference")
+        self._owner: asyncio.Task[None] | None = None
+        self._closing = False
+        self.stats = BatcherStats()
+
+    def start(self) -> None:
+        """Start the owner task on the running event loop."""
+        self._owner = asyncio.get_running_loop().create_task(self._run(), name="bertserve-batcher")
+
+    async def stop(self) -> None:
+        """Stop taking rows, fail queued ones as UNAVAILABLE, end the owner task."""
+        self._closing = True
+        for queued in self._queue:
+            if not queued.future.done():
+                queued.future.set_exception(NotServing("the server is shutting down; retry on another replica"))
+        self._queue.clear()
+        if self._owner is not None:
+            self._owner.cancel()
+            try:
+                await self._owner
+            except asyncio.CancelledError:
+                pass
+        self._executor.shutdown(wait=True)
+
+    @property
+    def queued_rows(self) -> int:
+        return len(self._queue)
+
+    async def submit(self, head: Head[Any, Any], rows: Sequence[EncodedRow], *, timeout: float | None = None) -> list[Any]:
+        """Queue `rows` for `head` and wait for their per-row results.
+
+        `timeout` is the seconds left until the request's deadline. Cancelling
+        the caller cancels its rows; queued rows are then never computed.
+        """
+        if self._closing:
+            raise NotServing("the server is shutting down; retry on another replica")
+        if len(self._queue) + len(rows) > self._config.max_queue_rows:
+            raise QueueFull(
+                f"the batch queue is full ({len(self._queue)} of {self._config.max_queue_rows} rows waiting); "
+                "retry with backoff",
+                metadata={"max_queue_rows": str(self._config.max_queue_rows)},
+            )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout if timeout is not None else None
+        futures = []
+        for row in rows:
+            future: asyncio.Future[Any] = loop.create_future()
+            self._queue.append(_QueuedRow(head, row, future, deadline, next(self._order)))
+            futures.append(future)
+        self._wakeup.set()
+        return list(await asyncio.gather(*futures))
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            try:
+                if self._config.max_delay_ms > 0:
+                    await self._wait_for_fill(loop)
+                while batch := self._take_batch(loop.time()):
+                    await self._execute(loop, batch)
+            except Exception:  # never let the owner task die: that would hang every request
+                log.exception("batcher loop error")
+
+    async def _wait_for_fill(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Let a batch fill for up to max_delay_ms after its oldest row arrived."""
+        close_at = loop.time() + self._config.max_delay_ms / 1000
+        while len(self._queue) < self._config.max_batch_size and (left := close_at - loop.time()) > 0:
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), left)
+            except asyncio.TimeoutError:
+                break
+
+    def _take_batch(self, now: float) -> list[_QueuedRow]:
+        live = []
+        for queued in self._queue:
+            if queued.future.done():
+                self.stats.dropped_cancelled += 1
+            elif queued.deadline is not None and queued.deadline <= now:
+                self.stats.dropped_expired += 1
+                queued.future.set_exception(DeadlineExceeded("the deadline passed while the request was queued"))
+            else:
+                live.append(queued)
+        if not live:
+            self._queue = []
+            return []
+        batch = select_batch(live, self._config.max_batch_size, self._config.max_batch_tokens)
+        chosen = set(map(id, batch))
+        self._queue = [queued for queued in live if id(queued) not in chosen]
+        return batch
+
+    async def _execute(self, loop: asyncio.AbstractEventLoop, batch: list[_QueuedRow]) -> None:
+        try:
+            results = await loop.run_in_executor(self._executor, self._forward, batch)
+        except Exception as error:  # the encoder itself failed: every row fails
+            log.exception("encoder forward failed for a batch of %d rows", len(batch))
+            results = [HeadFailed(f"the encoder failed: {error}")] * len(batch)
+        for queued, result in zip(batch, results):
+            if queued.future.done():
+                continue
+            if isinstance(result, BaseException):
+                queued.future.set_exception(result)
+            else:
+                queued.future.set_result(result)
+
+    def _forward(self, batch: list[_QueuedRow]) -> list[Any]:
+        """Pad, run the encoder once, then each head on its rows. Inference thread."""
+        started = time.perf_counter()
+        encoder = self._encoder
+        width = max(queued.length for queued in batch)
+        pad_id = encoder.tokenizer.pad_token_id or 0
+        input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        token_type_ids = torch.zeros((len(batch), width), dtype=torch.long)
+        attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for i, queued in enumerate(batch):
+            n = queued.length
+            input_ids[i, :n] = torch.tensor(queued.row.input_ids)
+            token_type_ids[i, :n] = torch.tensor(queued.row.token_type_ids)
+            attention_mask[i, :n] = 1
+        out = encoder.forward(
+            input_ids.to(encoder.device), token_type_ids.to(encoder.device), attention_mask.to(encoder.device)
+        )
+        self.stats.forwards += 1
+        self.stats.rows += len(batch)
+        self.stats.padded_tokens += len(batch) * width
+        self.stats.real_tokens += int(attention_mask.sum())
+        self.stats.batch_sizes.append(len(batch))
+
+        by_head: dict[int, list[int]] = defaultdict(list)
+        for i, queued in enumerate(batch):
+            by_head[id(queued.head)].append(i)
+        results: list[Any] = [None] * len(batch)
+        for indices in by_head.values():
+            head = batch[indices[0]].head
+            index = torch.tensor(indices, device=encoder.device)
+            view = EncoderOutputs(
+                sequence_output=out.sequence_output.index_select(0, index),
+                pooled_output=out.pooled_output.index_select(0, index) if out.pooled_output is not None else None,
+                attention_mask=out.attention_mask.index_select(0, index),
+            )
+            try:
+                with torch.inference_mode():
+                    head_results = head.forward(view, [batch[i].row for i in indices])
+                if len(head_results) != len(indices):
+                    raise RuntimeError(f"forward returned {len(head_results)} results for {len(indices)} rows")
+            except Exception as error:
+                log.exception("head %r failed on %d rows", head.name, len(indices))
+                failure = HeadFailed(f"head {head.name!r} failed: {error}", metadata={"head": head.name})
+                head_results = [failure] * len(indices)
+            for i, result in zip(indices, head_results):
+                results[i] = result
+        log.debug("forward of %d rows x %d tokens in %.1f ms", len(batch), width, 1000 * (time.perf_counter() - started))
+        return results
+
+
+def select_batch(rows: Sequence[_QueuedRow], max_batch_size: int, max_batch_tokens: int) -> list[_QueuedRow]:
+    """Pick the oldest row plus its nearest neighbours in length.
+
+    Grows the batch one row at a time from the oldest row, each time taking
+    the shorter or longer neighbour that adds less padding, while the row
+    count and padded tokens (rows x longest) stay within the limits. The
+    oldest row is always taken, so every row is eventually served.
+    """
+    by_length = sorted(rows, key=lambda queued: (queued.length, queued.order))
+    anchor = min(range(len(by_length)), key=lambda i: by_length[i].order)
+    low = high = anchor
+    width = by_length[anchor].length
+    while high - low + 1 < max_batch_size:
+        count = high - low + 1
+        shorter = by_length[low - 1] if low > 0 else None
+        longer = by_length[high + 1] if high + 1 < len(by_length) else None
+        fits_shorter = shorter is not None and (count + 1) * width <= max_batch_tokens
+        fits_longer = longer is not None and (count + 1) * longer.length <= max_batch_tokens
+        if fits_shorter and fits_longer:
+            # Padding added: the shorter row's own gap, or the widening of every row so far.
+            fits_shorter = width - shorter.length <= (longer.length - width) * count  # type: ignore[union-attr]
+        if fits_shorter:
+            low -= 1
+        elif fits_longer:
+            high += 1
+            width = longer.length  # type: ignore[union-attr]
+        else:
+            break
+    return list(by_length[low : high + 1])

@@ -1,0 +1,57 @@
+"""Server configuration: one immutable object built by the CLI or by tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_PORT = 50051
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    """How the shared queue forms encoder batches.
+
+    A batch closes when it holds `max_batch_size` rows, when its padded size
+    would pass `max_batch_tokens`, or when the oldest row has waited
+    `max_delay_ms`. With the default delay of 0 a row that finds the encoder
+    idle starts at once; rows arriving during a forward form the next batch.
+    """
+
+    max_batch_size: int = 32
+    max_batch_tokens: int = 16384
+    max_delay_ms: float = 0.0
+    max_queue_rows: int = 4096
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size < 1:
+            raise ValueError("max_batch_size must be at least 1")
+        if self.max_batch_tokens < 1:
+            raise ValueError("max_batch_tokens must be at least 1")
+        if self.max_delay_ms < 0:
+            raise ValueError("max_delay_ms must not be negative")
+        if self.max_queue_rows < 1:
+            raise ValueError("max_queue_rows must be at least 1")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything the server needs to start.
+
+    `model` is a local folder or a hub id; None selects the offline default
+    encoder. `head_files` maps a head name (e.g. ``"sentiment"``) to its head
+    file. `device` is ``"auto"``, ``"cpu"`` or ``"cuda[:N]"``; `dtype` is
+    ``"auto"`` (float32 on CPU, bfloat16 or float16 on CUDA), ``"float32"``,
+    ``"float16"`` or ``"bfloat16"``.
+    """
+
+    model: str | None = None
+    head_files: dict[str, Path] = field(default_factory=dict)
+    device: str = "auto"
+    dtype: str = "auto"
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    max_sequence_length: int | None = None
+    max_inputs_per_request: int = 1024
+    batching: BatchingConfig = field(default_factory=BatchingConfig)
+    plugin_entry_point_group: str = "bertserve.heads"

@@ -1,0 +1,208 @@
+"""The one shared BERT encoder: loading, identity and the batched forward."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+import transformers
+from transformers import AutoTokenizer, BertForPreTraining, PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+# Prefixes of the BertForPreTraining heads inside a checkpoint, and the keys
+# that must all have been loaded for the head to count as pretrained.
+_PRETRAINING_HEAD_KEYS = {
+    "predictions": (
+        "cls.predictions.transform.dense.weight",
+        "cls.predictions.transform.dense.bias",
+        "cls.predictions.transform.LayerNorm.weight",
+        "cls.predictions.transform.LayerNorm.bias",
+    ),
+    "seq_relationship": ("cls.seq_relationship.weight", "cls.seq_relationship.bias"),
+}
+_POOLER_KEYS = ("bert.pooler.dense.weight", "bert.pooler.dense.bias")
+_FINGERPRINT_SAMPLES = 4096
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` picks the first CUDA device when there is one, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} was asked for but CUDA is not available")
+    return resolved
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """``auto`` is float32 on the CPU and bfloat16 (or float16) on CUDA."""
+    if dtype == "auto":
+        if device.type != "cuda":
+            return torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype must be one of auto, {', '.join(_DTYPES)}; got {dtype!r}")
+    if device.type == "cpu" and dtype != "float32":
+        log.warning("%s on the CPU is slow and less exact than float32", dtype)
+    return _DTYPES[dtype]
+
+
+def encoder_fingerprint(named_tensors: Iterable[tuple[str, torch.Tensor]]) -> str:
+    """A short stable identity of encoder weights, independent of device and dtype.
+
+    Hashes every tensor's name and shape and an evenly strided sample of its
+    values in float32, so any fine-tuned or differently initialised encoder
+    differs, at a cost of milliseconds even for large models.
+    """
+    digest = hashlib.sha256()
+    for name, tensor in sorted(named_tensors, key=lambda item: item[0]):
+        flat = tensor.detach().reshape(-1)
+        step = max(1, flat.numel() // _FINGERPRINT_SAMPLES)
+        sample = flat[::step].to(device="cpu", dtype=torch.float32).contiguous()
+        digest.update(f"{name}:{tuple(tensor.shape)}\n".encode())
+        digest.update(sample.numpy().tobytes())
+    return "sha256:" + digest.hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class EncoderBatch:
+    """Encoder outputs for a padded batch (on the encoder's device)."""
+
+    sequence_output: torch.Tensor
+    pooled_output: torch.Tensor | None
+    attention_mask: torch.Tensor
+
+
+class SharedEncoder:
+    """One BERT encoder, its tokenizer, and the pretraining heads it shipped with.
+
+    Load it with `SharedEncoder.load`. Heads read `tokenizer`,
+    `max_sequence_length`, `word_embeddings` (the tied decoder matrix) and
+    `pretraining_head_state(...)`; the batcher calls `forward`.
+    """
+
+    def __init__(
+        self,
+        *,
+        model_name: str,
+        model: BertForPreTraining,
+        tokenizer: PreTrainedTokenizerBase,
+        device: torch.device,
+        dtype: torch.dtype,
+        loaded_keys_missing: set[str],
+        max_sequence_length: int,
+        fingerprint: str,
+    ) -> None:
+        self.model_name = model_name
+        self.bert = model.bert
+        self.config = model.config
+        self.tokenizer = tokenizer
+        self.device = device
+        self.dtype = dtype
+        self.max_sequence_length = max_sequence_length
+        self.fingerprint = fingerprint
+        self.has_pooler = not any(key in loaded_keys_missing for key in _POOLER_KEYS)
+        self._pretraining_heads = {
+            prefix: {name: tensor.detach() for name, tensor in getattr(model.cls, prefix).state_dict().items()}
+            for prefix, keys in _PRETRAINING_HEAD_KEYS.items()
+            if not any(key in loaded_keys_missing for key in keys)
+        }
+        if "predictions" in self._pretraining_heads:
+            # The decoder matrix is the tied word embedding: never keep a copy.
+            self._pretraining_heads["predictions"].pop("decoder.weight", None)
+
+    @classmethod
+    def load(
+        cls,
+        model_name: str,
+        *,
+        device: str = "auto",
+        dtype: str = "auto",
+        max_sequence_length: int | None = None,
+    ) -> SharedEncoder:
+        """Load encoder, tokenizer and any pretraining heads from a folder or hub id."""
+        torch_device = resolve_device(device)
+        torch_dtype = resolve_dtype(dtype, torch_device)
+        previous = transformers.logging.get_verbosity()
+        transformers.logging.set_verbosity_error()  # we report missing heads ourselves
+        transformers.logging.disable_progress_bar()
+        try:
+            model, info = BertForPreTraining.from_pretrained(
+                model_name, output_loading_info=True, dtype=torch.float32
+            )
+        finally:
+            transformers.logging.set_verbosity(previous)
+            transformers.logging.enable_progress_bar()
+        tokenizer = AutoTokenizer.from_pretrained(model_name)
+        if not tokenizer.is_fast:
+            raise ValueError(f"{model_name}: a fast tokenizer is required (character offsets for QA)")
+        missing = set(info["missing_keys"])
+        fingerprint = encoder_fingerprint(
+            (name, tensor) for name, tensor in model.bert.state_dict().items() if not name.startswith("pooler.")
+        )
+        limit = model.config.max_position_embeddings
+        if isinstance(tokenizer.model_max_length, int) and tokenizer.model_max_length > 0:
+            limit = min(limit, tokenizer.model_max_length)
+        if max_sequence_length is not None:
+            if not 8 <= max_sequence_length <= limit:
+                raise ValueError(f"max_sequence_length must be between 8 and {limit}; got {max_sequence_length}")
+            limit = max_sequence_length
+        model.eval().requires_grad_(False)
+        model.bert.to(device=torch_device, dtype=torch_dtype)
+        encoder = cls(
+            model_name=model_name,
+            model=model,
+            tokenizer=tokenizer,
+            device=torch_device,
+            dtype=torch_dtype,
+            loaded_keys_missing=missing,
+            max_sequence_length=limit,
+            fingerprint=fingerprint,
+        )
+        log.info(
+            "encoder %s loaded on %s (%s), max %d tokens, pretraining heads: %s, pooler: %s",
+            model_name,
+            torch_device,
+            str(torch_dtype).removeprefix("torch."),
+            limit,
+            ", ".join(sorted(encoder._pretraining_heads)) or "none",
+            "yes" if encoder.has_pooler else "no",
+        )
+        return encoder
+
+    @property
+    def word_embeddings(self) -> torch.nn.Parameter:
+        """The input word-embedding matrix, which tied MLM decoders reuse."""
+        return self.bert.embeddings.word_embeddings.weight
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.config.hidden_size)
+
+    @property
+    def dtype_name(self) -> str:
+        return str(self.dtype).removeprefix("torch.")
+
+    def pretraining_head_state(self, prefix: str) -> dict[str, torch.Tensor] | None:
+        """Weights of a `BertForPreTraining` head (``"predictions"`` or
+        ``"seq_relationship"``) as loaded from the checkpoint, or None when the
+        checkpoint did not contain them. Keys are relative to ``cls.<prefix>.``."""
+        state = self._pretraining_heads.get(prefix)
+        return dict(state) if state is not None else None
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor, attention_mask: torch.Tensor) -> EncoderBatch:
+        """Run the encoder on a padded batch already on `device`."""
+        with torch.inference_mode():
+            out = self.bert(
+                input_ids=input_ids,
+                token_type_ids=token_type_ids,
+                attention_mask=attention_mask,
+                return_dict=True,
+            )
+        pooled = out.pooler_output if self.has_pooler else None
+        return EncoderBatch(out.last_hidden_state, pooled, attention_mask)

@@ -1,0 +1,1 @@
+"""gRPC servicers: translate protobuf messages to task inputs and back."""

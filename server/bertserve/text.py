@@ -1,0 +1,45 @@
+"""Tokenization helpers shared by heads: length limits and clear input errors."""
+
+from __future__ import annotations
+
+from transformers import PreTrainedTokenizerBase
+
+from .errors import InputError
+from .heads import EncodedRow
+
+
+def require_text(value: str, field: str | None = None, what: str = "text") -> None:
+    """Raise `InputError` unless `value` holds something besides whitespace."""
+    if not value or not value.strip():
+        raise InputError(f"{what} is empty; give a non-empty string", field=field)
+
+
+def encode(
+    tokenizer: PreTrainedTokenizerBase,
+    text: str,
+    pair: str | None = None,
+    *,
+    max_length: int,
+    truncate: bool,
+) -> EncodedRow:
+    """Tokenize a text (or pair) with special tokens, within `max_length`.
+
+    Without `truncate` an over-long input raises `InputError` naming its
+    length and the limit; with it, the input is cut (the longest segment
+    first, for pairs).
+    """
+    encoding = tokenizer(
+        text,
+        pair,
+        truncation="longest_first" if truncate else False,
+        max_length=max_length if truncate else None,
+        return_token_type_ids=True,
+        return_attention_mask=False,
+    )
+    input_ids = list(encoding["input_ids"])
+    if len(input_ids) > max_length:
+        raise InputError(
+            f"input is {len(input_ids)} tokens long but the model takes at most {max_length} "
+            "(special tokens included); shorten it or set truncate to cut it"
+        )
+    return EncodedRow(input_ids=input_ids, token_type_ids=list(encoding["token_type_ids"]))

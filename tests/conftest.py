@@ -1,0 +1,39 @@
+"""Shared fixtures: tiny checkpoints, head files, and in-process servers on port 0."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bertserve.background import BackgroundServer
+from bertserve.config import ServerConfig
+from tiny_models import make_checkpoint, make_qa_head, make_sentiment_head
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny BertForPreTraining checkpoint (MLM + NSP heads)."""
+    return make_checkpoint(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def head_files(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("heads")
+    return {
+        "sentiment": make_sentiment_head(folder / "sentiment.safetensors", tiny_checkpoint),
+        "question-answering": make_qa_head(folder / "qa.safetensors", tiny_checkpoint),
+    }
+
+
+@pytest.fixture(scope="session")
+def tiny_config(tiny_checkpoint: Path, head_files: dict[str, Path]) -> ServerConfig:
+    return ServerConfig(model=str(tiny_checkpoint), head_files=dict(head_files), device="cpu", port=0)
+
+
+@pytest.fixture(scope="session")
+def server(tiny_config: ServerConfig) -> Iterator[BackgroundServer]:
+    """One server with all four heads on the tiny checkpoint, shared by tests."""
+    with BackgroundServer(tiny_config) as running:
+        yield running
