@@ -70,6 +70,7 @@ class Batcher:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bertserve-inference")
         self._owner: asyncio.Task[None] | None = None
         self._closing = False
+        self._rows_in_forward = 0
         self.stats = BatcherStats()
 
     def start(self) -> None:
@@ -93,7 +94,13 @@ class Batcher:
 
     @property
     def queued_rows(self) -> int:
+        """Rows waiting for a forward."""
         return len(self._queue)
+
+    @property
+    def pending_rows(self) -> int:
+        """Rows waiting or being computed."""
+        return len(self._queue) + self._rows_in_forward
 
     async def submit(self, head: Head[Any, Any], rows: Sequence[EncodedRow], *, timeout: float | None = None) -> list[Any]:
         """Queue `rows` for `head` and wait for their per-row results.
@@ -161,11 +168,14 @@ class Batcher:
         return batch
 
     async def _execute(self, loop: asyncio.AbstractEventLoop, batch: list[_QueuedRow]) -> None:
+        self._rows_in_forward = len(batch)
         try:
             results = await loop.run_in_executor(self._executor, self._forward, batch)
         except Exception as error:  # the encoder itself failed: every row fails
             log.exception("encoder forward failed for a batch of %d rows", len(batch))
             results = [HeadFailed(f"the encoder failed: {error}")] * len(batch)
+        finally:
+            self._rows_in_forward = 0
         for queued, result in zip(batch, results):
             if queued.future.done():
                 continue

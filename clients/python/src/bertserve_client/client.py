@@ -1,0 +1,317 @@
+"""The blocking bertserve client."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import Any, TypeVar, overload
+
+import grpc
+
+from . import _requests as rq
+from ._requests import USE_CLIENT_DEFAULT, Timeout
+from .errors import error_from_rpc
+from .results import AnswerResult, FillMaskResult, HeadInfo, NextSentenceResult, SentimentResult, ServerInfo
+
+__all__ = ["BertServeClient"]
+
+T = TypeVar("T")
+
+
+class BertServeClient:
+    """Blocking client of a bertserve server.
+
+    Every method accepts one input and returns one result, or a sequence of
+    inputs and returns a list of results in the same order (sent as one
+    request, which the server batches). Failed calls raise a
+    :class:`~bertserve_client.errors.BertServeError` subclass.
+
+    Args:
+        target: ``host:port`` of the server.
+        timeout: Default deadline of each call in seconds; None for no deadline.
+            Every method takes a ``timeout`` keyword to override it per call.
+        channel: An existing channel to use instead of opening one; it is not
+            closed by :meth:`close`.
+        credentials: TLS credentials; without them the channel is insecure.
+        options: gRPC channel options, as for ``grpc.insecure_channel``.
+
+    Example::
+
+        with BertServeClient("localhost:50051") as client:
+            client.wait_until_ready()
+            print(client.fill_mask("Paris is the [MASK] of France.").masks[0].predictions[0].token)
+    """
+
+    def __init__(
+        self,
+        target: str = "localhost:50051",
+        *,
+        timeout: float | None = 30.0,
+        channel: grpc.Channel | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
+        options: Sequence[tuple[str, Any]] | None = None,
+    ) -> None:
+        self.target = target
+        self.timeout = timeout
+        self._owns_channel = channel is None
+        if channel is None:
+            if credentials is None:
+                channel = grpc.insecure_channel(target, options=options)
+            else:
+                channel = grpc.secure_channel(target, credentials, options=options)
+        self._channel = channel
+        self._stubs = rq.Stubs(channel)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.target!r}, timeout={self.timeout!r})"
+
+    def __enter__(self) -> BertServeClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the channel this client opened (a channel passed in stays open)."""
+        if self._owns_channel:
+            self._channel.close()
+
+    def _invoke(self, method: Callable[..., Any], prepared: rq.Prepared[T], timeout: Timeout) -> T:
+        try:
+            response = method(prepared.request, timeout=rq.resolve_timeout(timeout, self.timeout))
+        except grpc.RpcError as err:
+            raise error_from_rpc(err) from err
+        return prepared.convert(response)
+
+    @overload
+    def fill_mask(  # type: ignore[overload-overlap]  # a str is a Sequence[str] too
+        self,
+        text_or_texts: str,
+        *,
+        top_k: int = 5,
+        targets: Sequence[str] | None = None,
+        truncate: bool = False,
+        head: str = "",
+        timeout: Timeout = USE_CLIENT_DEFAULT,
+    ) -> FillMaskResult: ...
+
+    @overload
+    def fill_mask(
+        self,
+        text_or_texts: Sequence[str],
+        *,
+        top_k: int = 5,
+        targets: Sequence[str] | None = None,
+        truncate: bool = False,
+        head: str = "",
+        timeout: Timeout = USE_CLIENT_DEFAULT,
+    ) -> list[FillMaskResult]: ...
+
+    def fill_mask(
+        self,
+        text_or_texts: str | Sequence[str],
+        *,
+        top_k: int = 5,
+        targets: Sequence[str] | None = None,
+        truncate: bool = False,
+        head: str = "",
+        timeout: Timeout = USE_CLIENT_DEFAULT,
+    ) -> FillMaskResult | list[FillMaskResult]:
+        """Predict the tokens behind the mask tokens (``ServerInfo.mask_token``) of text(s).
+
+        Args:
+            text_or_texts: A text, or a sequence of texts, each with at least one mask.
+            top_k: Candidates per mask.
+            targets: Optional candidate words; only these are scored.
+            truncate: Truncate over-long texts instead of rejecting them.
+            head: Head name; empty selects the built-in "fill-mask" head.
+            timeout: Deadline of this call in seconds, overriding the client's.
+        """
+        prepared = rq.prepare_fill_mask(text_or_texts, top_k=top_k, targets=targets, truncate=truncate, head=head)
+        return self._invoke(self._stubs.fill_mask.FillMask, prepared, timeout)
+
+    @overload
+    def next_sentence(
+        self,
+        first: str,
+        second: str,
+        *,
+        truncate: bool = False,
+        head: str = "",
+        timeout: Timeout = USE_CLIENT_DEFAULT,
+    ) -> NextSentenceResult: ...
+
+    @overload
+    def next_sentence(
+        self,
+        pairs: Sequence[tuple[str, str]],
+        /,
+        *,
+        truncate: bool = False,
+        head: str = "",
+        timeout: Timeout = USE_CLIENT_DEFAULT,
+    ) -> list[NextSentenceResult]: ...
+
+    def next_sentence(
+        self,
+        first: str | Sequence[tuple[str, str]],
+        second: str | None = None,
+        *,
+        truncate: bool = False,
+        head: str = "",
+        timeout: Timeout = USE_CLIENT_DEFAULT,
+    ) -> NextSentenceResult | list[NextSentenceResult]:
+        """Score whether ``second`` follows ``first``, or each of a sequence of (first, second) pairs.
+
+        Args:
+            first: The first sentence, or a sequence of (first, second) pairs.
+            second: The candidate next sentence (omit when passing pairs).
+            truncate: Truncate over-long pairs instead of rejecting them.
+            head: Head name; empty selects the built-in "next-sentence" head.
+            timeout: Deadline of this call in seconds, overriding the client's.
+        """
+        prepared = rq.prepare_next_sentence(first, second, truncate=truncate, head=head)
+        return self._invoke(self._stubs.next_sentence.PredictNextSentence, prepared, timeout)
+
+    @overload
+    def sentiment(  # type: ignore[overload-overlap]  # a str is a Sequence[str] too
+        self,
+        text_or_texts: str,
+        *,
+        truncate: bool = False,
+        head: str = "",
+        timeout: Timeout = USE_CLIENT_DEFAULT,
+    ) -> SentimentResult: ...
+
+    @overload
+    def sentiment(
+        self,
+        text_or_texts: Sequence[str],
+        *,
+        truncate: bool = False,
+        head: str = "",
+        timeout: Timeout = USE_CLIENT_DEFAULT,
+    ) -> list[SentimentResult]: ...
+
+    def sentiment(
+        self,
+        text_or_texts: str | Sequence[str],
+        *,
+        truncate: bool = False,
+        head: str = "",
+        timeout: Timeout = USE_CLIENT_DEFAULT,
+    ) -> SentimentResult | list[SentimentResult]:
+        """Classify the sentiment of a text or of each of a sequence of texts.
+
+        Args:
+            text_or_texts: A text or a sequence of texts.
+            truncate: Truncate over-long texts instead of rejecting them.
+            head: Head name; empty selects the built-in "sentiment" head.
+            timeout: Deadline of this call in seconds, overriding the client's.
+        """
+        prepared = rq.prepare_sentiment(text_or_texts, truncate=truncate, head=head)
+        return self._invoke(self._stubs.sentiment.ClassifySentiment, prepared, timeout)
+
+    @overload
+    def answer(
+        self,
+        question: str,
+        context: str,
+        *,
+        top_k: int = 1,
+        max_answer_length: int = 15,
+        doc_stride: int = 128,
+        allow_no_answer: bool | None = None,
+        head: str = "",
+        timeout: Timeout = USE_CLIENT_DEFAULT,
+    ) -> AnswerResult: ...
+
+    @overload
+    def answer(
+        self,
+        pairs: Sequence[tuple[str, str]],
+        /,
+        *,
+        top_k: int = 1,
+        max_answer_length: int = 15,
+        doc_stride: int = 128,
+        allow_no_answer: bool | None = None,
+        head: str = "",
+        timeout: Timeout = USE_CLIENT_DEFAULT,
+    ) -> list[AnswerResult]: ...
+
+    def answer(
+        self,
+        question: str | Sequence[tuple[str, str]],
+        context: str | None = None,
+        *,
+        top_k: int = 1,
+        max_answer_length: int = 15,
+        doc_stride: int = 128,
+        allow_no_answer: bool | None = None,
+        head: str = "",
+        timeout: Timeout = USE_CLIENT_DEFAULT,
+    ) -> AnswerResult | list[AnswerResult]:
+        """Extract answer spans to a question from its context, or for each (question, context) pair.
+
+        Args:
+            question: The question, or a sequence of (question, context) pairs.
+            context: The text to find the answer in (omit when passing pairs).
+            top_k: Answers per question, best first.
+            max_answer_length: Longest answer in tokens.
+            doc_stride: Overlap in tokens between windows of a long context.
+            allow_no_answer: True to allow a "no answer" result, False to never
+                return one, None for the head's own setting.
+            head: Head name; empty selects the built-in "question-answering" head.
+            timeout: Deadline of this call in seconds, overriding the client's.
+        """
+        prepared = rq.prepare_answer(
+            question,
+            context,
+            top_k=top_k,
+            max_answer_length=max_answer_length,
+            doc_stride=doc_stride,
+            allow_no_answer=allow_no_answer,
+            head=head,
+        )
+        return self._invoke(self._stubs.question_answering.AnswerQuestion, prepared, timeout)
+
+    def server_info(self, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> ServerInfo:
+        """Describe the shared encoder and the server."""
+        return self._invoke(self._stubs.model.GetServerInfo, rq.prepare_server_info(), timeout)
+
+    def list_heads(self, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> list[HeadInfo]:
+        """List every registered head, loaded or not, in registration order."""
+        return self._invoke(self._stubs.model.ListHeads, rq.prepare_list_heads(), timeout)
+
+    def wait_until_ready(self, timeout: float = 60.0) -> None:
+        """Block until the server's grpc.health.v1 status is SERVING (its encoder is loaded).
+
+        Raises:
+            UnavailableError: The server was not SERVING within ``timeout`` seconds.
+        """
+        # No (de)serialisers: the hand-encoded health messages go as raw bytes.
+        check: grpc.UnaryUnaryMultiCallable[bytes, bytes] = self._channel.unary_unary(rq.HEALTH_CHECK_METHOD)
+        deadline = time.monotonic() + timeout
+        last_error: grpc.RpcError | None = None
+        while (remaining := deadline - time.monotonic()) > 0:
+            try:
+                response = check(
+                    rq.HEALTH_CHECK_REQUEST,
+                    timeout=min(remaining, rq.HEALTH_MAX_CHECK_S),
+                    wait_for_ready=True,
+                )
+            except grpc.RpcError as err:
+                last_error = err
+            else:
+                if response == rq.HEALTH_SERVING_RESPONSE:
+                    return
+                last_error = None
+            time.sleep(max(0.0, min(rq.HEALTH_POLL_INTERVAL_S, deadline - time.monotonic())))
+        raise rq.not_ready_error(self.target, timeout, last_error) from last_error

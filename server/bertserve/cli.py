@@ -1,0 +1,253 @@
+"""The `bertserve` command: run a server, inspect heads, call a running server."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .config import DEFAULT_PORT, BatchingConfig, ServerConfig
+
+log = logging.getLogger("bertserve")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=getattr(args, "log_level", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.handler(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bertserve", description="gRPC server for one shared BERT encoder with task heads")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the server")
+    _add_model_options(serve)
+    serve.add_argument("--host", default="0.0.0.0", help="interface to bind (default: all)")
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 picks one)")
+    serve.add_argument("--max-batch-size", type=int, default=BatchingConfig.max_batch_size, help="rows per encoder forward")
+    serve.add_argument("--max-batch-tokens", type=int, default=BatchingConfig.max_batch_tokens, help="padded tokens per forward")
+    serve.add_argument("--max-delay-ms", type=float, default=BatchingConfig.max_delay_ms, help="wait for a fuller batch (default 0: never wait while idle)")
+    serve.add_argument("--max-queue-rows", type=int, default=BatchingConfig.max_queue_rows, help="queued rows before RESOURCE_EXHAUSTED")
+    serve.set_defaults(handler=_serve)
+
+    heads = commands.add_parser("heads", help="load the encoder and list which heads load, and why not")
+    _add_model_options(heads)
+    heads.add_argument("--json", action="store_true", help="print JSON")
+    heads.set_defaults(handler=_heads)
+
+    for name, help_text, handler, positionals in [
+        ("info", "describe a running server's encoder and heads", _info, []),
+        ("fill-mask", "predict the masked words of a text", _fill_mask, ["text"]),
+        ("next-sentence", "probability that SECOND follows FIRST", _next_sentence, ["first", "second"]),
+        ("sentiment", "classify the sentiment of a text", _sentiment, ["text"]),
+        ("answer", "answer QUESTION from CONTEXT", _answer, ["question", "context"]),
+    ]:
+        sub = commands.add_parser(name, help=help_text)
+        for positional in positionals:
+            sub.add_argument(positional)
+        sub.add_argument("--target", default=f"localhost:{DEFAULT_PORT}", help="server address (host:port)")
+        sub.add_argument("--timeout", type=float, default=30.0, help="seconds")
+        sub.add_argument("--json", action="store_true", help="print JSON")
+        sub.set_defaults(handler=handler, log_level="WARNING")
+    commands.choices["fill-mask"].add_argument("--top-k", type=int, default=5)
+    commands.choices["fill-mask"].add_argument("--targets", nargs="+", default=None, help="only score these words")
+    commands.choices["answer"].add_argument("--top-k", type=int, default=1)
+    for name in ("fill-mask", "next-sentence", "sentiment"):
+        commands.choices[name].add_argument("--truncate", action="store_true", help="cut over-long input")
+    return parser
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=None, help="checkpoint folder or hub id (default: the offline all-MiniLM-L6-v2 encoder)")
+    parser.add_argument(
+        "--head-file", action="append", default=[], metavar="HEAD=PATH", help="weights for a head, e.g. sentiment=sentiment.safetensors"
+    )
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"])
+    parser.add_argument("--max-sequence-length", type=int, default=None, help="cap on input tokens")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+
+def _config(args: argparse.Namespace, **overrides: Any) -> ServerConfig:
+    head_files: dict[str, Path] = {}
+    for spec in args.head_file:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise SystemExit(f"--head-file expects HEAD=PATH, got {spec!r}")
+        head_files[name] = Path(path)
+    return ServerConfig(
+        model=args.model,
+        head_files=head_files,
+        device=args.device,
+        dtype=args.dtype,
+        max_sequence_length=args.max_sequence_length,
+        **overrides,
+    )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    config = _config(
+        args,
+        host=args.host,
+        port=args.port,
+        batching=BatchingConfig(
+            max_batch_size=args.max_batch_size,
+            max_batch_tokens=args.max_batch_tokens,
+            max_delay_ms=args.max_delay_ms,
+            max_queue_rows=args.max_queue_rows,
+        ),
+    )
+    return asyncio.run(_serve_async(config))
+
+
+async def _serve_async(config: ServerConfig) -> int:
+    from .app import BertServeServer
+
+    server = BertServeServer(config)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await server.load()
+    except Exception as error:
+        log.error("start-up failed: %s", error)
+        await server.stop(grace=None)
+        return 1
+    await stop.wait()
+    log.info("shutting down: finishing in-flight requests")
+    await server.stop(grace=10.0)
+    return 0
+
+
+def _heads(args: argparse.Namespace) -> int:
+    from .default_model import default_model_path
+    from .encoder import SharedEncoder
+    from .plugin_manager import discover_plugins, load_heads, register_heads
+
+    config = _config(args)
+    encoder = SharedEncoder.load(
+        config.model or str(default_model_path()),
+        device=config.device,
+        dtype=config.dtype,
+        max_sequence_length=config.max_sequence_length,
+    )
+    registry = register_heads(config, discover_plugins(config.plugin_entry_point_group))
+    load_heads(registry, encoder, config)
+    rows = [
+        {"name": r.head.name, "task": r.head.task, "state": r.state.value, "plugin": r.plugin, "reason": r.reason}
+        for r in registry.records()
+    ]
+    problems = [{"plugin": p.plugin, "error": p.error} for p in registry.problems]
+    if args.json:
+        print(json.dumps({"encoder": encoder.model_name, "heads": rows, "plugin_problems": problems}, indent=2))
+        return 0
+    print(f"encoder: {encoder.model_name} ({encoder.device}, {encoder.dtype_name}, fingerprint {encoder.fingerprint})")
+    for row in rows:
+        print(f"  {row['name']:<20} {row['state']:<12} {row['plugin']}\n  {'':<20} {row['reason']}")
+    for problem in problems:
+        print(f"  plugin {problem['plugin']} not loaded: {problem['error']}")
+    return 0
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from bertserve_client import BertServeClient
+
+    return BertServeClient(args.target, timeout=args.timeout)
+
+
+def _run_client_call(args: argparse.Namespace, call: Any) -> int:
+    from bertserve_client import BertServeError
+
+    try:
+        with _client(args) as client:
+            result = call(client)
+    except BertServeError as error:
+        print(f"error: {error.code.name}: {error.message}", file=sys.stderr)
+        for violation in error.field_violations:
+            print(f"  {violation.field}: {violation.description}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(_to_jsonable(result), indent=2))
+    else:
+        print(_render(result))
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    return _run_client_call(args, lambda client: {"server": client.server_info(), "heads": client.list_heads()})
+
+
+def _fill_mask(args: argparse.Namespace) -> int:
+    return _run_client_call(
+        args, lambda c: c.fill_mask(args.text, top_k=args.top_k, targets=args.targets, truncate=args.truncate)
+    )
+
+
+def _next_sentence(args: argparse.Namespace) -> int:
+    return _run_client_call(args, lambda c: c.next_sentence(args.first, args.second, truncate=args.truncate))
+
+
+def _sentiment(args: argparse.Namespace) -> int:
+    return _run_client_call(args, lambda c: c.sentiment(args.text, truncate=args.truncate))
+
+
+def _answer(args: argparse.Namespace) -> int:
+    return _run_client_call(args, lambda c: c.answer(args.question, args.context, top_k=args.top_k))
+
+
+def _to_jsonable(value: Any) -> Any:
+    import dataclasses
+    import enum
+
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {k: _to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_jsonable(v) for v in value]
+    if isinstance(value, enum.Enum):
+        return value.value
+    return value
+
+
+def _render(result: Any) -> str:
+    """Readable text for the client subcommands' results."""
+    from bertserve_client import AnswerResult, FillMaskResult, NextSentenceResult, SentimentResult
+
+    lines: list[str] = []
+    if isinstance(result, FillMaskResult):
+        for number, mask in enumerate(result.masks, 1):
+            lines.append(f"mask {number} (token {mask.token_index}):")
+            lines += [f"  {p.score:8.4f}  {p.token:<15} {p.sequence}" for p in mask.predictions]
+    elif isinstance(result, NextSentenceResult):
+        verdict = "follows" if result.is_next else "does not follow"
+        lines.append(f"{verdict} (P(is next) = {result.is_next_probability:.4f})")
+    elif isinstance(result, SentimentResult):
+        lines.append(f"{result.label} ({result.score:.4f})")
+        lines += [f"  {s.label:<15} {s.score:.4f}" for s in result.scores]
+    elif isinstance(result, AnswerResult):
+        for answer in result.answers:
+            text = "(no answer)" if answer.no_answer else repr(answer.text)
+            lines.append(f"{answer.score:8.4f}  {text}  [{answer.start}:{answer.end}]")
+        if not result.answers:
+            lines.append("(no answer)")
+    else:
+        lines.append(json.dumps(_to_jsonable(result), indent=2))
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
