@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
+# No network in tests: any attempt to reach a model hub fails fast instead of hanging.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
 from collections.abc import Iterator
 from pathlib import Path
 

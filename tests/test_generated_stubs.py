@@ -1,0 +1,24 @@
+"""The committed stubs are what the committed protos generate."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_generated_stubs_are_up_to_date() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "clients/python/generate_stubs.py"), "--check"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_every_generated_file_is_marked_generated() -> None:
+    folder = ROOT / "clients/python/src/bertserve_client/v1"
+    for path in folder.glob("*_pb2*.py*"):
+        assert path.read_text().startswith("# @generated"), path

@@ -1,0 +1,146 @@
+"""Plugin discovery, registration and isolation: duplicates, raising plugins, failing heads."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+import pytest
+from bertserve_client.v1 import model_pb2, model_pb2_grpc, sentiment_pb2 as st, sentiment_pb2_grpc as st_grpc
+
+import bertserve_heads.fill_mask
+import bertserve_heads.next_sentence
+import bertserve_heads.question_answering
+import bertserve_heads.sentiment
+from bertserve import EncodedRow, EncoderOutputs, Head, HeadDescription, HeadLoadContext, hookimpl
+from bertserve.background import BackgroundServer
+from bertserve.config import ServerConfig
+from bertserve.plugin_manager import DuplicateHeadError, HeadState, discover_plugins, register_heads
+from bertserve.tasks import ClassificationOutput, TextClassificationInput
+from bertserve_heads.sentiment import SentimentHead
+from rpc import call_failure
+
+BUILT_INS = [
+    ("fill-mask", bertserve_heads.fill_mask),
+    ("next-sentence", bertserve_heads.next_sentence),
+    ("sentiment", bertserve_heads.sentiment),
+    ("question-answering", bertserve_heads.question_answering),
+]
+
+
+def test_built_in_heads_come_from_the_public_entry_point_group() -> None:
+    plugins = dict(discover_plugins("bertserve.heads"))
+    names = {label.split(" ")[0] for label in plugins}
+    assert {"fill-mask", "next-sentence", "sentiment", "question-answering"} <= names
+    registry = register_heads(ServerConfig(), plugins.items())
+    assert {r.head.name for r in registry.records()} >= {"fill-mask", "next-sentence", "sentiment", "question-answering"}
+
+
+class _AnotherSentiment:
+    @hookimpl
+    def register_heads(self, register, config):  # type: ignore[no-untyped-def]
+        register(SentimentHead())
+
+
+def test_duplicate_head_name_fails_start_up_naming_both_plugins() -> None:
+    with pytest.raises(DuplicateHeadError) as raised:
+        register_heads(ServerConfig(), [*BUILT_INS, ("acme-sentiment", _AnotherSentiment())])
+    message = str(raised.value)
+    assert "'sentiment'" in message and "acme-sentiment" in message and "sentiment" in message
+
+
+class _RaisingPlugin:
+    @hookimpl
+    def register_heads(self, register, config):  # type: ignore[no-untyped-def]
+        raise RuntimeError("broken plugin")
+
+
+class _ExplodingLoadHead(SentimentHead):
+    name = "exploding"
+    task = "sentiment"
+
+    def load(self, context: HeadLoadContext) -> HeadDescription:
+        raise RuntimeError("weights corrupted")
+
+
+class _ExplodingForwardHead(SentimentHead):
+    """Loads like the sentiment head, then fails on every batch."""
+
+    name = "flaky"
+
+    def forward(self, outputs: EncoderOutputs, rows: Sequence[EncodedRow]) -> list[Any]:
+        raise ValueError("bug in head")
+
+
+class _TroublePlugin:
+    @hookimpl
+    def register_heads(self, register, config):  # type: ignore[no-untyped-def]
+        register(_ExplodingLoadHead())
+        register(_ExplodingForwardHead())
+
+
+def test_raising_plugins_and_heads_are_isolated(tiny_config: ServerConfig) -> None:
+    config = ServerConfig(
+        model=tiny_config.model,
+        head_files={**tiny_config.head_files, "flaky": tiny_config.head_files["sentiment"]},
+        device="cpu",
+        port=0,
+    )
+    plugins = [*BUILT_INS, ("raising", _RaisingPlugin()), ("trouble", _TroublePlugin())]
+    with BackgroundServer(config, plugins=plugins) as running, grpc.insecure_channel(running.address) as channel:
+        registry = running.runtime.registry
+        assert [p.plugin for p in registry.problems] == ["raising"]
+        assert "broken plugin" in registry.problems[0].error
+        heads = {h.name: h for h in model_pb2_grpc.ModelServiceStub(channel).ListHeads(model_pb2.ListHeadsRequest()).heads}
+        assert heads["exploding"].state == model_pb2.HEAD_STATE_FAILED
+        assert "weights corrupted" in heads["exploding"].reason and heads["exploding"].plugin == "trouble"
+        assert heads["sentiment"].state == model_pb2.HEAD_STATE_LOADED
+        assert list(heads["sentiment"].labels) == ["negative", "neutral", "positive"]
+
+        stub = st_grpc.SentimentServiceStub(channel)
+        failure = call_failure(stub.ClassifySentiment, st.ClassifySentimentRequest(texts=["good"], head="flaky"))
+        assert failure.code == grpc.StatusCode.INTERNAL and "flaky" in failure.message
+        failure = call_failure(stub.ClassifySentiment, st.ClassifySentimentRequest(texts=["good"], head="exploding"))
+        assert failure.code == grpc.StatusCode.FAILED_PRECONDITION and "weights corrupted" in failure.message
+        assert stub.ClassifySentiment(st.ClassifySentimentRequest(texts=["good"])).results[0].label
+
+
+def test_head_failure_fails_only_its_rows_in_a_mixed_batch(tiny_config: ServerConfig) -> None:
+    """A batch holding rows of a failing head and of a healthy one: only the former fail."""
+    import asyncio
+
+    from bertserve.errors import HeadFailed
+
+    config = ServerConfig(
+        model=tiny_config.model,
+        head_files={**tiny_config.head_files, "flaky": tiny_config.head_files["sentiment"]},
+        device="cpu",
+        port=0,
+    )
+    with BackgroundServer(config, plugins=[*BUILT_INS, ("trouble", _TroublePlugin())]) as running:
+        runtime = running.runtime
+        good, flaky = runtime.head("sentiment", task="sentiment"), runtime.head("flaky", task="sentiment")
+        item = TextClassificationInput(text="a good movie")
+
+        async def mixed() -> list[Any]:
+            # Both submissions queue in the same event-loop tick, so they share one batch.
+            return await asyncio.gather(
+                runtime.batcher.submit(flaky, flaky.preprocess(item)),
+                runtime.batcher.submit(good, good.preprocess(item)),
+                return_exceptions=True,
+            )
+
+        forwards = runtime.batcher.stats.forwards
+        flaky_result, good_result = running.call(mixed())
+        assert runtime.batcher.stats.forwards - forwards == 1
+        assert isinstance(flaky_result, HeadFailed) and "flaky" in str(flaky_result)
+        assert isinstance(good.postprocess(item, [], good_result), ClassificationOutput)
+
+
+def test_a_head_is_an_abstract_contract() -> None:
+    class Incomplete(Head[TextClassificationInput, ClassificationOutput]):
+        name = task = "incomplete"
+
+    with pytest.raises(TypeError):
+        Incomplete()  # type: ignore[abstract]
