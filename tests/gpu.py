@@ -36,6 +36,7 @@ class Variant:
     dtype: str
     score_tol: float  # absolute, on probabilities and span scores
     logit_tol: float  # absolute, on raw logits
+    logit_rtol: float  # relative, on raw logits (added to logit_tol)
     tie_tol: float  # reference scores this close may come in either order
     top_only: bool  # compare the best candidate only
 
@@ -44,13 +45,18 @@ class Variant:
         return self.dtype == "float32"
 
 
-CPU_FLOAT32 = Variant("cpu", "float32", score_tol=1e-4, logit_tol=1e-4, tie_tol=1e-6, top_only=False)
-CUDA_FLOAT32 = Variant("cuda", "float32", score_tol=1e-4, logit_tol=1e-4, tie_tol=1e-6, top_only=False)
-# bfloat16 keeps 8 mantissa bits (relative error ~4e-3 per rounding): after two
-# layers the probabilities move by ~1e-2 at most, logits by ~0.1 (they reach
-# ~10 in magnitude on the tiny random model). Rankings are only compared at
-# the top, and near-ties within the tolerance may come in either order.
-CUDA_BFLOAT16 = Variant("cuda", "bfloat16", score_tol=5e-2, logit_tol=0.25, tie_tol=5e-2, top_only=True)
+_EXACT = {"score_tol": 1e-4, "logit_tol": 1e-4, "logit_rtol": 0.0, "tie_tol": 1e-6, "top_only": False}
+CPU_FLOAT32 = Variant("cpu", "float32", **_EXACT)
+CUDA_FLOAT32 = Variant("cuda", "float32", **_EXACT)
+# bfloat16 keeps 8 significant bits (one rounding: relative error <= 2**-8).
+# Measured with bfloat16 on the CPU against float32 on the tiny model: hidden
+# states move by <= 0.035, probabilities by <= 3e-3, QA logits (up to ~10 in
+# magnitude, where one bfloat16 step is 0.06) by <= 0.13. The tolerances leave
+# a margin for other kernels; rankings are compared at the top only, and
+# reference scores within tie_tol of each other may come in either order.
+CUDA_BFLOAT16 = Variant(
+    "cuda", "bfloat16", score_tol=5e-2, logit_tol=0.25, logit_rtol=2e-2, tie_tol=5e-2, top_only=True
+)
 
 VARIANTS = [
     pytest.param(CPU_FLOAT32, id="cpu-float32"),

@@ -3,9 +3,10 @@
 One owner task takes rows from the shared queue whenever the encoder is idle,
 so a row that finds the encoder free starts at once and rows that arrive
 during a forward form the next batch. A batch is built around the oldest
-waiting row (no starvation) from the rows closest to it in length, so padding
-stays small, and closes at `max_batch_size` rows or `max_batch_tokens` padded
-tokens. The forward and the heads run on one inference thread, off the event
+waiting row (no starvation) from the rows closest to it in length, and a row
+joins only while the padding it adds costs less than a forward of its own
+(`forward_cost_tokens`, measured on the encoder at start-up); a batch closes
+at `max_batch_size` rows or `max_batch_tokens` padded tokens. The forward and the heads run on one inference thread, off the event
 loop. Rows whose request was cancelled or whose deadline passed are dropped
 before the forward.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -71,10 +73,14 @@ class Batcher:
         self._owner: asyncio.Task[None] | None = None
         self._closing = False
         self._rows_in_forward = 0
+        self.forward_cost_tokens = config.forward_cost_tokens
         self.stats = BatcherStats()
 
     def start(self) -> None:
         """Start the owner task on the running event loop."""
+        if self.forward_cost_tokens is None:
+            self.forward_cost_tokens = measure_forward_cost_tokens(self._encoder)
+            log.info("one encoder forward costs as much as %.0f tokens of padding", self.forward_cost_tokens)
         self._owner = asyncio.get_running_loop().create_task(self._run(), name="bertserve-batcher")
 
     async def stop(self) -> None:
@@ -162,7 +168,8 @@ class Batcher:
         if not live:
             self._queue = []
             return []
-        batch = select_batch(live, self._config.max_batch_size, self._config.max_batch_tokens)
+        assert self.forward_cost_tokens is not None
+        batch = select_batch(live, self._config.max_batch_size, self._config.max_batch_tokens, self.forward_cost_tokens)
         chosen = set(map(id, batch))
         self._queue = [queued for queued in live if id(queued) not in chosen]
         return batch
@@ -234,13 +241,16 @@ class Batcher:
         return results
 
 
-def select_batch(rows: Sequence[_QueuedRow], max_batch_size: int, max_batch_tokens: int) -> list[_QueuedRow]:
+def select_batch(
+    rows: Sequence[_QueuedRow], max_batch_size: int, max_batch_tokens: int, max_added_padding: float = math.inf
+) -> list[_QueuedRow]:
     """Pick the oldest row plus its nearest neighbours in length.
 
     Grows the batch one row at a time from the oldest row, each time taking
     the shorter or longer neighbour that adds less padding, while the row
-    count and padded tokens (rows x longest) stay within the limits. The
-    oldest row is always taken, so every row is eventually served.
+    count and padded tokens (rows x longest) stay within the limits and the
+    padding a row adds stays within `max_added_padding` tokens. The oldest
+    row is always taken, so every row is eventually served.
     """
     by_length = sorted(rows, key=lambda queued: (queued.length, queued.order))
     anchor = min(range(len(by_length)), key=lambda i: by_length[i].order)
@@ -250,16 +260,55 @@ def select_batch(rows: Sequence[_QueuedRow], max_batch_size: int, max_batch_toke
         count = high - low + 1
         shorter = by_length[low - 1] if low > 0 else None
         longer = by_length[high + 1] if high + 1 < len(by_length) else None
-        fits_shorter = shorter is not None and (count + 1) * width <= max_batch_tokens
-        fits_longer = longer is not None and (count + 1) * longer.length <= max_batch_tokens
-        if fits_shorter and fits_longer:
-            # Padding added: the shorter row's own gap, or the widening of every row so far.
-            fits_shorter = width - shorter.length <= (longer.length - width) * count  # type: ignore[union-attr]
-        if fits_shorter:
+        # Padding added: the shorter row's own gap, or the widening of every row so far.
+        shorter_padding = width - shorter.length if shorter is not None else math.inf
+        longer_padding = (longer.length - width) * count if longer is not None else math.inf
+        take_shorter = shorter_padding <= max_added_padding and (count + 1) * width <= max_batch_tokens
+        take_longer = (
+            longer is not None
+            and longer_padding <= max_added_padding
+            and (count + 1) * longer.length <= max_batch_tokens
+        )
+        if take_shorter and take_longer:
+            take_shorter = shorter_padding <= longer_padding
+        if take_shorter:
             low -= 1
-        elif fits_longer:
+        elif take_longer:
             high += 1
             width = longer.length  # type: ignore[union-attr]
         else:
             break
     return list(by_length[low : high + 1])
+
+
+def measure_forward_cost_tokens(encoder: SharedEncoder, repeats: int = 3) -> float:
+    """The fixed cost of one encoder forward, in tokens of per-token work.
+
+    Times forwards of a few shapes and fits time = fixed + per_token x tokens;
+    returns fixed / per_token, clamped to [4, 65536] against timing noise.
+    """
+    shapes = [(1, 16), (1, 64), (4, 64), (8, 64)]
+    tokens, seconds = [], []
+    for rows, width in shapes:
+        ids = torch.full((rows, width), encoder.tokenizer.cls_token_id or 0, dtype=torch.long, device=encoder.device)
+        zeros, ones = torch.zeros_like(ids), torch.ones_like(ids)
+        encoder.forward(ids, zeros, ones)  # warm-up
+        timings = []
+        for _ in range(repeats):
+            if encoder.device.type == "cuda":
+                torch.cuda.synchronize(encoder.device)
+            started = time.perf_counter()
+            encoder.forward(ids, zeros, ones)
+            if encoder.device.type == "cuda":
+                torch.cuda.synchronize(encoder.device)
+            timings.append(time.perf_counter() - started)
+        tokens.append(rows * width)
+        seconds.append(sorted(timings)[len(timings) // 2])
+    mean_tokens, mean_seconds = sum(tokens) / len(tokens), sum(seconds) / len(seconds)
+    covariance = sum((t - mean_tokens) * (s - mean_seconds) for t, s in zip(tokens, seconds))
+    variance = sum((t - mean_tokens) ** 2 for t in tokens)
+    per_token = covariance / variance
+    fixed = mean_seconds - per_token * mean_tokens
+    if per_token <= 0:
+        return 65536.0
+    return float(min(65536.0, max(4.0, fixed / per_token)))

@@ -38,6 +38,9 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-batch-size", type=int, default=BatchingConfig.max_batch_size, help="rows per encoder forward")
     serve.add_argument("--max-batch-tokens", type=int, default=BatchingConfig.max_batch_tokens, help="padded tokens per forward")
     serve.add_argument("--max-delay-ms", type=float, default=BatchingConfig.max_delay_ms, help="wait for a fuller batch (default 0: never wait while idle)")
+    serve.add_argument(
+        "--forward-cost-tokens", type=float, default=None, help="padding a row may add to join a batch (default: measured)"
+    )
     serve.add_argument("--max-queue-rows", type=int, default=BatchingConfig.max_queue_rows, help="queued rows before RESOURCE_EXHAUSTED")
     serve.set_defaults(handler=_serve)
 
@@ -106,6 +109,7 @@ def _serve(args: argparse.Namespace) -> int:
             max_batch_tokens=args.max_batch_tokens,
             max_delay_ms=args.max_delay_ms,
             max_queue_rows=args.max_queue_rows,
+            forward_cost_tokens=args.forward_cost_tokens,
         ),
     )
     return asyncio.run(_serve_async(config))

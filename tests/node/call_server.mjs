@@ -1,0 +1,320 @@
+// A Node.js client of a bertserve server, used by tests/test_node_client.py to
+// check that a non-Python gRPC stack can talk to the server.
+//
+//   node call_server.mjs ADDRESS PROTO_ROOT MODE
+//
+// MODE "protos": load the .proto files under PROTO_ROOT (e.g. <repo>/protos)
+//   with @grpc/proto-loader and call every task service once, plus
+//   ModelService.ListHeads and one bad FillMask call whose status code,
+//   message and google.rpc.Status details (grpc-status-details-bin) are kept.
+// MODE "reflection": use no .proto files at all (PROTO_ROOT is ignored; pass
+//   "-"). Ask grpc.reflection.v1alpha.ServerReflection for the services, fetch
+//   the file descriptors of each, list its methods, and call
+//   ModelService.ListHeads through the descriptors the server sent.
+//
+// Prints ONE JSON object to stdout. Exits non-zero on any unexpected error
+// (the bad FillMask call failing is expected; it succeeding is not).
+
+import fs from "node:fs";
+import path from "node:path";
+
+import grpc from "@grpc/grpc-js";
+import protoLoader from "@grpc/proto-loader";
+
+const DEADLINE_MS = 10_000;
+const LOADER_OPTIONS = { keepCase: true, longs: String, enums: String, defaults: true, oneofs: true };
+
+// Neither @grpc/grpc-js nor @grpc/proto-loader ships reflection.proto or the
+// google.rpc status protos, so their messages are declared here in
+// protobuf.js JSON form (field numbers as in grpc/reflection/v1alpha/
+// reflection.proto and google/rpc/{status,error_details}.proto; fields not
+// needed here are left out, which protobuf decoding tolerates).
+const SCHEMA = {
+  nested: {
+    grpc: { nested: { reflection: { nested: { v1alpha: { nested: {
+      ServerReflection: {
+        methods: {
+          ServerReflectionInfo: {
+            requestType: "ServerReflectionRequest",
+            requestStream: true,
+            responseType: "ServerReflectionResponse",
+            responseStream: true,
+          },
+        },
+      },
+      ServerReflectionRequest: {
+        oneofs: {
+          message_request: {
+            oneof: ["file_by_filename", "file_containing_symbol", "file_containing_extension",
+              "all_extension_numbers_of_type", "list_services"],
+          },
+        },
+        fields: {
+          host: { type: "string", id: 1 },
+          file_by_filename: { type: "string", id: 3 },
+          file_containing_symbol: { type: "string", id: 4 },
+          file_containing_extension: { type: "ExtensionRequest", id: 5 },
+          all_extension_numbers_of_type: { type: "string", id: 6 },
+          list_services: { type: "string", id: 7 },
+        },
+      },
+      ExtensionRequest: {
+        fields: { containing_type: { type: "string", id: 1 }, extension_number: { type: "int32", id: 2 } },
+      },
+      ServerReflectionResponse: {
+        oneofs: {
+          message_response: {
+            oneof: ["file_descriptor_response", "all_extension_numbers_response", "list_services_response",
+              "error_response"],
+          },
+        },
+        fields: {
+          valid_host: { type: "string", id: 1 },
+          original_request: { type: "ServerReflectionRequest", id: 2 },
+          file_descriptor_response: { type: "FileDescriptorResponse", id: 4 },
+          all_extension_numbers_response: { type: "ExtensionNumberResponse", id: 5 },
+          list_services_response: { type: "ListServiceResponse", id: 6 },
+          error_response: { type: "ErrorResponse", id: 7 },
+        },
+      },
+      FileDescriptorResponse: { fields: { file_descriptor_proto: { rule: "repeated", type: "bytes", id: 1 } } },
+      ExtensionNumberResponse: {
+        fields: {
+          base_type_name: { type: "string", id: 1 },
+          extension_number: { rule: "repeated", type: "int32", id: 2 },
+        },
+      },
+      ListServiceResponse: { fields: { service: { rule: "repeated", type: "ServiceResponse", id: 1 } } },
+      ServiceResponse: { fields: { name: { type: "string", id: 1 } } },
+      ErrorResponse: { fields: { error_code: { type: "int32", id: 1 }, error_message: { type: "string", id: 2 } } },
+    } } } } } },
+    google: { nested: {
+      protobuf: { nested: {
+        Any: { fields: { type_url: { type: "string", id: 1 }, value: { type: "bytes", id: 2 } } },
+        Empty: { fields: {} },
+      } },
+      rpc: { nested: {
+        Status: {
+          fields: {
+            code: { type: "int32", id: 1 },
+            message: { type: "string", id: 2 },
+            details: { rule: "repeated", type: "google.protobuf.Any", id: 3 },
+          },
+        },
+        ErrorInfo: {
+          fields: {
+            reason: { type: "string", id: 1 },
+            domain: { type: "string", id: 2 },
+            metadata: { keyType: "string", type: "string", id: 3 },
+          },
+        },
+        BadRequest: {
+          fields: { field_violations: { rule: "repeated", type: "FieldViolation", id: 1 } },
+          nested: {
+            FieldViolation: {
+              fields: {
+                field: { type: "string", id: 1 },
+                description: { type: "string", id: 2 },
+                reason: { type: "string", id: 3 },
+              },
+            },
+          },
+        },
+      } },
+    } },
+    // Never called: proto-loader exposes deserializers only for RPC messages,
+    // so these local-only methods are how google.rpc messages get decoded.
+    bertserve_node_test: { nested: {
+      Decoders: {
+        methods: {
+          Status: { requestType: "google.protobuf.Empty", responseType: "google.rpc.Status" },
+          ErrorInfo: { requestType: "google.protobuf.Empty", responseType: "google.rpc.ErrorInfo" },
+          BadRequest: { requestType: "google.protobuf.Empty", responseType: "google.rpc.BadRequest" },
+        },
+      },
+    } },
+  },
+};
+
+const schema = protoLoader.fromJSON(SCHEMA, LOADER_OPTIONS);
+const decoders = schema["bertserve_node_test.Decoders"];
+const DETAIL_DECODERS = {
+  "type.googleapis.com/google.rpc.ErrorInfo": decoders.ErrorInfo.responseDeserialize,
+  "type.googleapis.com/google.rpc.BadRequest": decoders.BadRequest.responseDeserialize,
+};
+
+function deadline() {
+  return new Date(Date.now() + DEADLINE_MS);
+}
+
+function unary(client, method, request) {
+  return new Promise((resolve, reject) => {
+    client[method](request, { deadline: deadline() }, (err, response) => (err ? reject(err) : resolve(response)));
+  });
+}
+
+// The google.rpc.Status of a failed call's grpc-status-details-bin trailer, decoded.
+function statusDetails(err) {
+  const values = err.metadata ? err.metadata.get("grpc-status-details-bin") : [];
+  if (values.length === 0) return null;
+  const raw = Buffer.from(values[0]);
+  const status = decoders.Status.responseDeserialize(raw);
+  return {
+    byte_length: raw.length,
+    code: status.code,
+    message: status.message,
+    details: status.details.map((any) => {
+      const decode = DETAIL_DECODERS[any.type_url];
+      return decode ? { type_url: any.type_url, ...decode(any.value) } : { type_url: any.type_url, byte_length: any.value.length };
+    }),
+  };
+}
+
+function protoFiles(root, folder = "") {
+  const found = [];
+  for (const entry of fs.readdirSync(path.join(root, folder), { withFileTypes: true })) {
+    const relative = path.join(folder, entry.name);
+    if (entry.isDirectory()) found.push(...protoFiles(root, relative));
+    else if (entry.isFile() && entry.name.endsWith(".proto")) found.push(relative);
+  }
+  if (!folder && found.length === 0) throw new Error(`no .proto files under ${root}`);
+  return found.sort();
+}
+
+async function withClients(address, constructors, body) {
+  const clients = Object.fromEntries(
+    Object.entries(constructors).map(([name, Ctor]) => [name, new Ctor(address, grpc.credentials.createInsecure())]),
+  );
+  try {
+    return await body(clients);
+  } finally {
+    for (const client of Object.values(clients)) client.close();
+  }
+}
+
+async function modeProtos(address, protoRoot) {
+  const files = protoFiles(protoRoot);
+  const definition = protoLoader.loadSync(files, { ...LOADER_OPTIONS, includeDirs: [protoRoot] });
+  const v1 = grpc.loadPackageDefinition(definition).bertserve.v1;
+  const constructors = {
+    fillMask: v1.FillMaskService,
+    sentiment: v1.SentimentService,
+    qa: v1.QuestionAnsweringService,
+    nsp: v1.NextSentenceService,
+    model: v1.ModelService,
+  };
+  return withClients(address, constructors, async (c) => {
+    const result = { proto_files: files };
+    // One call at a time, so each is batched alone, as the Python client's are.
+    result.fill_mask = await unary(c.fillMask, "FillMask", { texts: ["the [MASK] was good ."], top_k: 3 });
+    result.sentiment = await unary(c.sentiment, "ClassifySentiment", { texts: ["a great movie"] });
+    result.answer = await unary(c.qa, "AnswerQuestion", {
+      inputs: [{ question: "who went home ?", context: "john went home at night ." }],
+    });
+    result.next_sentence = await unary(c.nsp, "PredictNextSentence", {
+      pairs: [{ first: "john went home .", second: "he slept ." }],
+    });
+    result.list_heads = await unary(c.model, "ListHeads", {});
+    try {
+      const unexpected = await unary(c.fillMask, "FillMask", { texts: ["no mask"] });
+      throw new Error(`FillMask(["no mask"]) should have failed but returned ${JSON.stringify(unexpected)}`);
+    } catch (err) {
+      if (typeof err.code !== "number") throw err;
+      result.bad_fill_mask = {
+        code: err.code,
+        code_name: grpc.status[err.code],
+        details: err.details,
+        status_details: statusDetails(err),
+      };
+    }
+    return result;
+  });
+}
+
+// One reflection request on its own stream; resolves with the single response.
+function reflect(client, request) {
+  return new Promise((resolve, reject) => {
+    const call = client.ServerReflectionInfo({ deadline: deadline() });
+    let response = null;
+    call.on("data", (message) => { response = message; });
+    call.on("error", reject);
+    call.on("end", () => (response ? resolve(response) : reject(new Error(`no reflection response to ${JSON.stringify(request)}`))));
+    call.write(request);
+    call.end();
+  });
+}
+
+// Serialize a google.protobuf.FileDescriptorSet: field 1 (repeated, length-delimited) per file.
+function fileDescriptorSet(files) {
+  const parts = [];
+  for (const bytes of files) {
+    const header = [0x0a];
+    for (let n = bytes.length; ; n >>>= 7) {
+      if (n < 0x80) { header.push(n); break; }
+      header.push((n & 0x7f) | 0x80);
+    }
+    parts.push(Buffer.from(header), bytes);
+  }
+  return Buffer.concat(parts);
+}
+
+async function modeReflection(address) {
+  const reflectionService = grpc.loadPackageDefinition(schema).grpc.reflection.v1alpha.ServerReflection;
+  return withClients(address, { reflection: reflectionService }, async ({ reflection }) => {
+    const listed = await reflect(reflection, { list_services: "*" });
+    if (listed.message_response !== "list_services_response") {
+      throw new Error(`list_services answered ${JSON.stringify(listed)}`);
+    }
+    const services = listed.list_services_response.service.map((s) => s.name).sort();
+
+    // Serialized FileDescriptorProtos, keyed by content: the same file (e.g. a
+    // shared dependency) comes back for several services.
+    const files = new Map();
+    const errors = {};
+    for (const service of services) {
+      const answer = await reflect(reflection, { file_containing_symbol: service });
+      if (answer.message_response !== "file_descriptor_response") {
+        errors[service] = answer.error_response ?? answer.message_response;
+        continue;
+      }
+      for (const bytes of answer.file_descriptor_response.file_descriptor_proto) {
+        files.set(bytes.toString("base64"), bytes);
+      }
+    }
+    const unique = [...files.values()];
+    const definition = protoLoader.loadFileDescriptorSetFromBuffer(fileDescriptorSet(unique), LOADER_OPTIONS);
+    const methods = {};
+    for (const service of services) {
+      const def = definition[service];
+      if (def && !("format" in def)) methods[service] = Object.values(def).map((m) => m.path).sort();
+    }
+
+    // A call made with nothing but what reflection returned.
+    const model = grpc.loadPackageDefinition(definition).bertserve?.v1?.ModelService;
+    if (!model) throw new Error("reflection did not describe bertserve.v1.ModelService");
+    const listHeads = await withClients(address, { model }, ({ model: client }) => unary(client, "ListHeads", {}));
+
+    return { services, methods, errors, list_heads: listHeads };
+  });
+}
+
+async function main() {
+  const [address, protoRoot, mode] = process.argv.slice(2);
+  if (!address || !protoRoot || !["protos", "reflection"].includes(mode)) {
+    throw new Error("usage: node call_server.mjs ADDRESS PROTO_ROOT protos|reflection");
+  }
+  const result = mode === "protos" ? await modeProtos(address, path.resolve(protoRoot)) : await modeReflection(address);
+  process.stdout.write(`${JSON.stringify(result)}\n`);
+}
+
+// A last resort should a call hang despite its deadline.
+setTimeout(() => {
+  console.error("call_server.mjs: still running after 50 s; giving up");
+  process.exit(2);
+}, 50_000).unref();
+
+main().catch((err) => {
+  console.error(`call_server.mjs: ${err && err.stack ? err.stack : err}`);
+  if (err && typeof err.code === "number") console.error(`gRPC status ${err.code} (${grpc.status[err.code]}): ${err.details}`);
+  process.exitCode = 1;
+});
