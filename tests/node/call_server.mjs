@@ -165,7 +165,8 @@ function statusDetails(err) {
     message: status.message,
     details: status.details.map((any) => {
       const decode = DETAIL_DECODERS[any.type_url];
-      return decode ? { type_url: any.type_url, ...decode(any.value) } : { type_url: any.type_url, byte_length: any.value.length };
+      if (!decode) return { type_url: any.type_url, byte_length: any.value.length };
+      return { type_url: any.type_url, ...decode(any.value) };
     }),
   };
 }
@@ -238,7 +239,10 @@ function reflect(client, request) {
     let response = null;
     call.on("data", (message) => { response = message; });
     call.on("error", reject);
-    call.on("end", () => (response ? resolve(response) : reject(new Error(`no reflection response to ${JSON.stringify(request)}`))));
+    call.on("end", () => {
+      if (response) resolve(response);
+      else reject(new Error(`no reflection response to ${JSON.stringify(request)}`));
+    });
     call.write(request);
     call.end();
   });
@@ -303,7 +307,9 @@ async function main() {
   if (!address || !protoRoot || !["protos", "reflection"].includes(mode)) {
     throw new Error("usage: node call_server.mjs ADDRESS PROTO_ROOT protos|reflection");
   }
-  const result = mode === "protos" ? await modeProtos(address, path.resolve(protoRoot)) : await modeReflection(address);
+  const result = mode === "protos"
+    ? await modeProtos(address, path.resolve(protoRoot))
+    : await modeReflection(address);
   process.stdout.write(`${JSON.stringify(result)}\n`);
 }
 
@@ -315,6 +321,8 @@ setTimeout(() => {
 
 main().catch((err) => {
   console.error(`call_server.mjs: ${err && err.stack ? err.stack : err}`);
-  if (err && typeof err.code === "number") console.error(`gRPC status ${err.code} (${grpc.status[err.code]}): ${err.details}`);
+  if (err && typeof err.code === "number") {
+    console.error(`gRPC status ${err.code} (${grpc.status[err.code]}): ${err.details}`);
+  }
   process.exitCode = 1;
 });

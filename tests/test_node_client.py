@@ -1,0 +1,208 @@
+"""Cross-language interop: a Node.js gRPC client (tests/node/call_server.mjs) against the server.
+
+The Node program uses @grpc/grpc-js and @grpc/proto-loader, either with the
+.proto files from protos/ or with nothing but server reflection. Its results
+must match what the Python client library gets for the same calls.
+
+Needs `node` on PATH and the Node packages installed first:
+``npm ci --prefix tests/node`` (otherwise these tests are skipped).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from bertserve_client import BertServeClient, InvalidArgumentError
+from bertserve_client.v1 import (
+    fill_mask_pb2,
+    model_pb2,
+    next_sentence_pb2,
+    question_answering_pb2,
+    sentiment_pb2,
+)
+
+from bertserve.background import BackgroundServer
+
+REPO = Path(__file__).resolve().parents[1]
+NODE_DIR = REPO / "tests" / "node"
+SCRIPT = NODE_DIR / "call_server.mjs"
+PROTO_ROOT = REPO / "protos"
+NODE = shutil.which("node")
+
+pytestmark = [
+    pytest.mark.skipif(NODE is None, reason="node (Node.js) is not on PATH"),
+    pytest.mark.skipif(
+        not (NODE_DIR / "node_modules" / "@grpc" / "grpc-js").is_dir()
+        or not (NODE_DIR / "node_modules" / "@grpc" / "proto-loader").is_dir(),
+        reason="Node packages not installed: run `npm ci --prefix tests/node`",
+    ),
+]
+
+# The same inputs call_server.mjs sends.
+FILL_MASK_TEXT = "the [MASK] was good ."
+SENTIMENT_TEXT = "a great movie"
+QUESTION, CONTEXT = "who went home ?", "john went home at night ."
+SENTENCE_PAIR = ("john went home .", "he slept .")
+
+SCORE_TOLERANCE = 1e-5
+
+BERTSERVE_SERVICES = {
+    service.full_name: sorted(f"/{service.full_name}/{method.name}" for method in service.methods)
+    for module in (fill_mask_pb2, model_pb2, next_sentence_pb2, question_answering_pb2, sentiment_pb2)
+    for service in module.DESCRIPTOR.services_by_name.values()
+}
+
+
+def run_node(address: str, mode: str) -> dict[str, Any]:
+    proto_root = str(PROTO_ROOT) if mode == "protos" else "-"
+    assert NODE is not None
+    done = subprocess.run(
+        [NODE, str(SCRIPT), address, proto_root, mode],
+        cwd=NODE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, f"node {SCRIPT.name} {mode} exited {done.returncode}:\n{done.stderr}{done.stdout}"
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def assert_matches(actual: Any, expected: Any, where: str = "") -> None:
+    """Deep equality, with floats compared within SCORE_TOLERANCE; `where` names the spot that differs."""
+    if isinstance(expected, float):
+        # JSON may spell a float that is a whole number (0.0, 1.0) as an int.
+        is_number = isinstance(actual, (int, float)) and not isinstance(actual, bool)
+        assert is_number, f"{where}: {actual!r} is not a number"
+        close = math.isclose(actual, expected, rel_tol=0.0, abs_tol=SCORE_TOLERANCE)
+        assert close, f"{where}: {actual!r} != {expected!r} (tolerance {SCORE_TOLERANCE})"
+    elif isinstance(expected, dict):
+        assert isinstance(actual, dict), f"{where}: {actual!r} is not an object"
+        assert set(actual) == set(expected), f"{where}: keys {sorted(actual)} != {sorted(expected)}"
+        for key in expected:
+            assert_matches(actual[key], expected[key], f"{where}.{key}")
+    elif isinstance(expected, (list, tuple)):
+        assert isinstance(actual, list), f"{where}: {actual!r} is not a list"
+        assert len(actual) == len(expected), f"{where}: {len(actual)} items != {len(expected)}"
+        for index, (got, want) in enumerate(zip(actual, expected)):
+            assert_matches(got, want, f"{where}[{index}]")
+    else:
+        assert actual == expected, f"{where}: {actual!r} != {expected!r}"
+        assert type(actual) is type(expected), f"{where}: {type(actual).__name__} != {type(expected).__name__}"
+
+
+def python_heads(client: BertServeClient) -> dict[str, Any]:
+    heads = []
+    for head in client.list_heads():
+        fields = dataclasses.asdict(head)
+        fields["state"] = f"HEAD_STATE_{head.state.value}"
+        heads.append(fields)
+    return {"heads": heads}
+
+
+@pytest.fixture(scope="module")
+def python_results(server: BackgroundServer) -> dict[str, Any]:
+    """The Python client's answers to the calls call_server.mjs makes, shaped like the proto responses."""
+    with BertServeClient(server.address, timeout=10) as client:
+        client.wait_until_ready(timeout=30)
+
+        def results(items: list[Any]) -> dict[str, Any]:
+            return {"results": [dataclasses.asdict(item) for item in items]}
+
+        with pytest.raises(InvalidArgumentError) as bad:
+            client.fill_mask(["no mask"])
+        return {
+            "fill_mask": results(client.fill_mask([FILL_MASK_TEXT], top_k=3)),
+            "sentiment": results(client.sentiment([SENTIMENT_TEXT])),
+            "answer": results(client.answer([(QUESTION, CONTEXT)])),
+            "next_sentence": results(client.next_sentence([SENTENCE_PAIR])),
+            "list_heads": python_heads(client),
+            "bad_fill_mask": bad.value,
+        }
+
+
+@pytest.fixture(scope="module")
+def node_protos(server: BackgroundServer) -> dict[str, Any]:
+    return run_node(server.address, "protos")
+
+
+@pytest.fixture(scope="module")
+def node_reflection(server: BackgroundServer) -> dict[str, Any]:
+    return run_node(server.address, "reflection")
+
+
+def test_node_loads_every_proto_file(node_protos: dict[str, Any]) -> None:
+    expected = sorted(str(p.relative_to(PROTO_ROOT)) for p in PROTO_ROOT.rglob("*.proto"))
+    assert node_protos["proto_files"] == expected
+
+
+@pytest.mark.parametrize("call", ["fill_mask", "sentiment", "answer", "next_sentence", "list_heads"])
+def test_node_results_match_python_client(
+    call: str, node_protos: dict[str, Any], python_results: dict[str, Any]
+) -> None:
+    assert_matches(node_protos[call], python_results[call], call)
+
+
+def test_node_results_are_not_empty(node_protos: dict[str, Any]) -> None:
+    # Guards against both clients agreeing on nothing.
+    predictions = node_protos["fill_mask"]["results"][0]["masks"][0]["predictions"]
+    assert len(predictions) == 3 and all(isinstance(p["token_id"], int) for p in predictions)
+    best = node_protos["answer"]["results"][0]["answers"][0]
+    assert CONTEXT[best["start"] : best["end"]] == best["text"] != ""
+    sentiment = node_protos["sentiment"]["results"][0]
+    assert sentiment["label"] in {s["label"] for s in sentiment["scores"]}
+    assert {h["state"] for h in node_protos["list_heads"]["heads"]} == {"HEAD_STATE_LOADED"}
+
+
+def test_node_sees_invalid_argument_with_rich_details(
+    node_protos: dict[str, Any], python_results: dict[str, Any]
+) -> None:
+    bad = node_protos["bad_fill_mask"]
+    assert bad["code"] == grpc.StatusCode.INVALID_ARGUMENT.value[0] == 3
+    assert bad["code_name"] == "INVALID_ARGUMENT"
+    assert "[MASK]" in bad["details"]
+
+    python_error: InvalidArgumentError = python_results["bad_fill_mask"]
+    assert bad["details"] == python_error.message
+
+    status = bad["status_details"]
+    assert status is not None, "no grpc-status-details-bin trailer reached the Node client"
+    assert status["byte_length"] > 0
+    assert status["code"] == 3 and status["message"] == bad["details"]
+    by_type = {detail["type_url"].rsplit("/", 1)[-1]: detail for detail in status["details"]}
+    assert by_type["google.rpc.ErrorInfo"]["reason"] == python_error.reason
+    assert by_type["google.rpc.ErrorInfo"]["domain"] == python_error.domain == "bertserve"
+    assert by_type["google.rpc.ErrorInfo"]["metadata"] == python_error.metadata
+    violations = by_type["google.rpc.BadRequest"]["field_violations"]
+    assert [(v["field"], v["description"]) for v in violations] == [
+        (v.field, v.description) for v in python_error.field_violations
+    ]
+    assert [v["field"] for v in violations] == ["texts[0]"]
+
+
+def test_node_reflection_lists_every_service(node_reflection: dict[str, Any]) -> None:
+    services = set(node_reflection["services"])
+    missing = (set(BERTSERVE_SERVICES) | {"grpc.health.v1.Health"}) - services
+    assert not missing, f"reflection did not list {sorted(missing)}; it listed {sorted(services)}"
+    assert node_reflection["errors"] == {}
+
+
+def test_node_reflection_describes_the_methods(node_reflection: dict[str, Any]) -> None:
+    for service, methods in BERTSERVE_SERVICES.items():
+        assert node_reflection["methods"][service] == methods, service
+    assert "/grpc.health.v1.Health/Check" in node_reflection["methods"]["grpc.health.v1.Health"]
+
+
+def test_node_calls_through_reflected_descriptors(
+    node_reflection: dict[str, Any], python_results: dict[str, Any]
+) -> None:
+    assert_matches(node_reflection["list_heads"], python_results["list_heads"], "list_heads")
