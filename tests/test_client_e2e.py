@@ -27,6 +27,9 @@ def test_sync_client_single_and_list_inputs(server: BackgroundServer) -> None:
         assert isinstance(single, FillMaskResult) and len(single.masks[0].predictions) == 3
         many = client.fill_mask(["the [MASK] was good .", "a [MASK] [MASK] ."], top_k=2)
         assert [len(r.masks) for r in many] == [1, 2]
+        # Each candidate of a multi-mask text fills its own mask and leaves the other in place.
+        assert all(p.sequence.count("[MASK]") == 1 for m in many[1].masks for p in m.predictions)
+        assert "[CLS]" not in many[1].masks[0].predictions[0].sequence
         assert many[0] == single.__class__(masks=many[0].masks)
         assert [p.token_id for p in many[0].masks[0].predictions] == [p.token_id for p in single.masks[0].predictions[:2]]
 

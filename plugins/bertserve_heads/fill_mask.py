@@ -152,15 +152,17 @@ class FillMaskHead(Head[FillMaskInput, FillMaskOutput]):
         tokenizer = self.encoder.tokenizer
         row = rows[0]
         values, token_ids = results[0]
-        # Special tokens other than masks are dropped from the filled sequence.
-        special = set(tokenizer.all_special_ids) - {tokenizer.mask_token_id}
+        # The filled sequence drops special tokens, keeping only the text's other masks.
+        special = set(tokenizer.all_special_ids)
+        other_masks = set(row.data.positions)
         masks = []
         for mask_number, position in enumerate(row.data.positions):
             predictions = []
             for score, token_id in zip(values[mask_number].tolist(), token_ids[mask_number].tolist()):
                 filled = list(row.input_ids)
                 filled[position] = token_id
-                sequence = tokenizer.decode([t for t in filled if t not in special])
+                kept = [t for i, t in enumerate(filled) if t not in special or (i in other_masks and i != position)]
+                sequence = tokenizer.decode(kept)
                 predictions.append(
                     TokenPrediction(
                         token=tokenizer.convert_ids_to_tokens(token_id),
