@@ -122,8 +122,8 @@ def run_burst(label: str, config: ServerConfig, texts: list[str], concurrency: i
     return throughput
 
 
-def fifo_select(rows, max_batch_size, max_batch_tokens):  # type: ignore[no-untyped-def]
-    """Arrival order, no length grouping (the baseline the grouping is measured against)."""
+def fifo_select(rows, max_batch_size, max_batch_tokens, max_added_padding=None):  # type: ignore[no-untyped-def]
+    """Arrival order, no length grouping or padding limit: the baseline."""
     ordered = sorted(rows, key=lambda row: row.order)
     batch = [ordered[0]]
     for row in ordered[1:]:
@@ -151,11 +151,11 @@ def main() -> None:
 
         texts = make_texts(args.requests)
         print(f"burst: {args.requests} sentiment requests of 4-120 words, concurrency {args.concurrency}:")
-        grouped = run_burst("batched, grouped by length", config, texts, args.concurrency)
+        grouped = run_burst("batched, length-grouped, cost model", config, texts, args.concurrency)
         original = batcher_module.select_batch
         batcher_module.select_batch = fifo_select
         try:
-            fifo = run_burst("batched, arrival order", config, texts, args.concurrency)
+            fifo = run_burst("batched, arrival order (FIFO)", config, texts, args.concurrency)
         finally:
             batcher_module.select_batch = original
         unbatched_config = ServerConfig(

@@ -142,8 +142,12 @@ class Batcher:
                     await self._wait_for_fill(loop)
                 while batch := self._take_batch(loop.time()):
                     await self._execute(loop, batch)
-            except Exception:  # never let the owner task die: that would hang every request
-                log.exception("batcher loop error")
+            except Exception as error:  # a bug: fail what is queued rather than leave it hanging
+                log.exception("batcher loop error; failing %d queued rows", len(self._queue))
+                for queued in self._queue:
+                    if not queued.future.done():
+                        queued.future.set_exception(HeadFailed(f"the batcher failed: {error!r}"))
+                self._queue.clear()
 
     async def _wait_for_fill(self, loop: asyncio.AbstractEventLoop) -> None:
         """Let a batch fill for up to max_delay_ms after its oldest row arrived."""
