@@ -25,9 +25,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-
 import bertserve.batcher as batcher_module
+import torch
 from bertserve import HeadFileMetadata, SharedEncoder, save_head_file
 from bertserve.background import BackgroundServer
 from bertserve.config import BatchingConfig, ServerConfig
@@ -93,6 +92,7 @@ async def burst(address: str, texts: list[str], concurrency: int) -> tuple[float
     queue = list(texts)
 
     async with AsyncBertServeClient(address, timeout=120) as client:
+
         async def worker() -> None:
             while queue:
                 text = queue.pop()
@@ -159,7 +159,11 @@ def main() -> None:
         finally:
             batcher_module.select_batch = original
         unbatched_config = ServerConfig(
-            model=model, head_files={"sentiment": head}, device=args.device, port=0, batching=BatchingConfig(max_batch_size=1)
+            model=model,
+            head_files={"sentiment": head},
+            device=args.device,
+            port=0,
+            batching=BatchingConfig(max_batch_size=1),
         )
         single = run_burst("no batching (max_batch_size=1)", unbatched_config, texts, args.concurrency)
     print(f"ratios: grouped / arrival order = {grouped / fifo:.2f}x, grouped / no batching = {grouped / single:.2f}x")

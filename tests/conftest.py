@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from bertserve.background import BackgroundServer
 from bertserve.config import BatchingConfig, ServerConfig
 from tiny_models import make_checkpoint, make_qa_head, make_sentiment_head
@@ -37,7 +36,9 @@ def head_files(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) 
 def tiny_config(tiny_checkpoint: Path, head_files: dict[str, Path]) -> ServerConfig:
     # A fixed forward cost keeps batch composition independent of timing noise.
     batching = BatchingConfig(forward_cost_tokens=4096)
-    return ServerConfig(model=str(tiny_checkpoint), head_files=dict(head_files), device="cpu", port=0, batching=batching)
+    return ServerConfig(
+        model=str(tiny_checkpoint), head_files=dict(head_files), device="cpu", port=0, batching=batching
+    )
 
 
 @pytest.fixture(scope="session")

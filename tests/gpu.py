@@ -21,7 +21,6 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-
 from bertserve.background import BackgroundServer
 from bertserve.config import ServerConfig
 

@@ -13,20 +13,33 @@ import time
 
 import grpc
 import pytest
-from bertserve_client.v1 import (
-    fill_mask_pb2 as fm,
-    fill_mask_pb2_grpc as fm_grpc,
-    next_sentence_pb2 as ns,
-    next_sentence_pb2_grpc as ns_grpc,
-    question_answering_pb2 as qa,
-    question_answering_pb2_grpc as qa_grpc,
-    sentiment_pb2 as st,
-    sentiment_pb2_grpc as st_grpc,
-)
-
 from bertserve.background import BackgroundServer
 from bertserve.batcher import measure_forward_cost_tokens, select_batch
 from bertserve.tasks import QuestionAnsweringInput
+from bertserve_client.v1 import (
+    fill_mask_pb2 as fm,
+)
+from bertserve_client.v1 import (
+    fill_mask_pb2_grpc as fm_grpc,
+)
+from bertserve_client.v1 import (
+    next_sentence_pb2 as ns,
+)
+from bertserve_client.v1 import (
+    next_sentence_pb2_grpc as ns_grpc,
+)
+from bertserve_client.v1 import (
+    question_answering_pb2 as qa,
+)
+from bertserve_client.v1 import (
+    question_answering_pb2_grpc as qa_grpc,
+)
+from bertserve_client.v1 import (
+    sentiment_pb2 as st,
+)
+from bertserve_client.v1 import (
+    sentiment_pb2_grpc as st_grpc,
+)
 
 CONTEXT = " ".join(["john went home at night and mary went to school in the day ."] * 6)
 
@@ -37,10 +50,19 @@ def mixed_requests() -> list[tuple[str, object]]:
     sentences = ["the movie was great fun", "a terrible story", "the book was boring and long", "good"]
     for i in range(6):
         requests.append(("fill", fm.FillMaskRequest(texts=[texts[i % 3]], top_k=3)))
-        requests.append(("nsp", ns.PredictNextSentenceRequest(pairs=[ns.SentencePair(first=sentences[i % 4], second=sentences[(i + 1) % 4])])))
+        requests.append(
+            (
+                "nsp",
+                ns.PredictNextSentenceRequest(
+                    pairs=[ns.SentencePair(first=sentences[i % 4], second=sentences[(i + 1) % 4])]
+                ),
+            )
+        )
         requests.append(("sentiment", st.ClassifySentimentRequest(texts=[sentences[i % 4], sentences[(i + 2) % 4]])))
         question = ["who went home ?", "where did mary go ?"][i % 2]
-        requests.append(("qa", qa.AnswerQuestionRequest(inputs=[qa.QuestionContext(question=question, context=CONTEXT)], top_k=2)))
+        requests.append(
+            ("qa", qa.AnswerQuestionRequest(inputs=[qa.QuestionContext(question=question, context=CONTEXT)], top_k=2))
+        )
     return requests
 
 
@@ -96,7 +118,7 @@ def test_mixed_burst_matches_sequential_answers_in_fewer_forwards(server: Backgr
 
     concurrent = asyncio.run(burst())
     forwards = batcher.stats.forwards - forwards_before
-    for (kind, _), alone, together in zip(requests, sequential, concurrent):
+    for alone, together in zip(sequential, concurrent):
         assert_close(alone, together)
     print(f"{len(requests)} requests ({expected_rows} rows) ran in {forwards} encoder forwards")
     assert forwards < len(requests)
@@ -106,10 +128,12 @@ def test_mixed_burst_matches_sequential_answers_in_fewer_forwards(server: Backgr
 def rows_of(server: BackgroundServer, kind: str, request) -> int:  # type: ignore[no-untyped-def]
     """Encoder rows a request needs: one per text or pair, one per QA window."""
     if kind != "qa":
-        return len(getattr(request, "texts", None) or getattr(request, "pairs"))
+        return len(getattr(request, "texts", None) or request.pairs)
     head = server.runtime.head("", task="question-answering")
     item = request.inputs[0]
-    return len(head.preprocess(QuestionAnsweringInput(question=item.question, context=item.context, top_k=request.top_k)))
+    return len(
+        head.preprocess(QuestionAnsweringInput(question=item.question, context=item.context, top_k=request.top_k))
+    )
 
 
 class _Row:
@@ -129,7 +153,9 @@ class _Row:
         ([12, 10, 11, 40], 5, 10_000, 2, [10, 11, 12]),
     ],
 )
-def test_select_batch_groups_by_length_around_the_oldest_row(lengths, max_size, max_tokens, max_padding, expected) -> None:  # type: ignore[no-untyped-def]
+def test_select_batch_groups_by_length_around_the_oldest_row(
+    lengths, max_size, max_tokens, max_padding, expected
+) -> None:  # type: ignore[no-untyped-def]
     rows = [_Row(length, order) for order, length in enumerate(lengths)]
     batch = select_batch(rows, max_size, max_tokens, max_padding)  # type: ignore[arg-type]
     assert sorted(row.length for row in batch) == expected

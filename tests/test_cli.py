@@ -15,7 +15,9 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_heads_lists_what_loads_and_why_not(tiny_checkpoint, head_files) -> None:  # type: ignore[no-untyped-def]
-    result = run_cli("heads", "--model", str(tiny_checkpoint), "--head-file", f"sentiment={head_files['sentiment']}", "--json")
+    result = run_cli(
+        "heads", "--model", str(tiny_checkpoint), "--head-file", f"sentiment={head_files['sentiment']}", "--json"
+    )
     assert result.returncode == 0, result.stderr
     heads = {h["name"]: h for h in json.loads(result.stdout)["heads"]}
     assert heads["sentiment"]["state"] == "loaded" and heads["fill-mask"]["state"] == "loaded"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
 from bertserve.background import BackgroundServer
 from bertserve_client import (
     AnswerResult,
@@ -31,7 +30,9 @@ def test_sync_client_single_and_list_inputs(server: BackgroundServer) -> None:
         assert all(p.sequence.count("[MASK]") == 1 for m in many[1].masks for p in m.predictions)
         assert "[CLS]" not in many[1].masks[0].predictions[0].sequence
         assert many[0] == single.__class__(masks=many[0].masks)
-        assert [p.token_id for p in many[0].masks[0].predictions] == [p.token_id for p in single.masks[0].predictions[:2]]
+        assert [p.token_id for p in many[0].masks[0].predictions] == [
+            p.token_id for p in single.masks[0].predictions[:2]
+        ]
 
         probability = client.next_sentence("john went home .", "he slept .").is_next_probability
         assert 0.0 <= probability <= 1.0

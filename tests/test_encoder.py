@@ -5,13 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from transformers import BertModel
-
 from bertserve.background import BackgroundServer
 from bertserve.config import ServerConfig
 from bertserve.encoder import SharedEncoder
 from bertserve.plugin_manager import HeadState
 from tiny_models import make_checkpoint
+from transformers import BertModel
 
 
 def test_pretraining_heads_are_found_in_a_pretraining_checkpoint(tiny_checkpoint: Path) -> None:

@@ -7,19 +7,32 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-from bertserve_client.v1 import (
-    fill_mask_pb2 as fm,
-    fill_mask_pb2_grpc as fm_grpc,
-    next_sentence_pb2 as ns,
-    next_sentence_pb2_grpc as ns_grpc,
-    question_answering_pb2 as qa,
-    question_answering_pb2_grpc as qa_grpc,
-    sentiment_pb2 as st,
-    sentiment_pb2_grpc as st_grpc,
-)
-
 from bertserve.background import BackgroundServer
 from bertserve.config import ServerConfig
+from bertserve_client.v1 import (
+    fill_mask_pb2 as fm,
+)
+from bertserve_client.v1 import (
+    fill_mask_pb2_grpc as fm_grpc,
+)
+from bertserve_client.v1 import (
+    next_sentence_pb2 as ns,
+)
+from bertserve_client.v1 import (
+    next_sentence_pb2_grpc as ns_grpc,
+)
+from bertserve_client.v1 import (
+    question_answering_pb2 as qa,
+)
+from bertserve_client.v1 import (
+    question_answering_pb2_grpc as qa_grpc,
+)
+from bertserve_client.v1 import (
+    sentiment_pb2 as st,
+)
+from bertserve_client.v1 import (
+    sentiment_pb2_grpc as st_grpc,
+)
 from rpc import call_failure
 
 LONG_TEXT = " ".join(["the movie was good"] * 40)  # far over the tiny model's 64 tokens
@@ -158,7 +171,6 @@ def test_heads_without_weights_answer_failed_precondition_naming_the_head(tiny_c
 
 def test_head_file_from_another_encoder_is_refused_naming_both(tmp_path, head_files) -> None:  # type: ignore[no-untyped-def]
     from bertserve_client.v1 import model_pb2, model_pb2_grpc
-
     from tiny_models import make_checkpoint
 
     other = make_checkpoint(tmp_path / "other-bert", seed=7)

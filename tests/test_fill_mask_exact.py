@@ -10,9 +10,8 @@ import grpc
 import pytest
 import transformers
 from bertserve_client.v1 import fill_mask_pb2, fill_mask_pb2_grpc
-from transformers import AutoTokenizer, BertForMaskedLM, pipeline
-
 from gpu import Served, assert_same_ranking, served  # noqa: F401 (fixture)
+from transformers import AutoTokenizer, BertForMaskedLM, pipeline
 
 TEXTS = [
     # one mask

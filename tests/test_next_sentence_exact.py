@@ -11,9 +11,8 @@ import pytest
 import torch
 import transformers
 from bertserve_client.v1 import next_sentence_pb2, next_sentence_pb2_grpc
-from transformers import AutoTokenizer, BertForNextSentencePrediction
-
 from gpu import Served, served  # noqa: F401 (fixture)
+from transformers import AutoTokenizer, BertForNextSentencePrediction
 
 PAIRS = [
     ("the capital of france is paris .", "paris is a big old city ."),
@@ -87,7 +86,9 @@ def test_next_sentence_equals_reference(stub, model, tokenizer, served: Served) 
 
 def test_one_pair_per_request_equals_reference(stub, model, tokenizer, served: Served) -> None:  # type: ignore[no-untyped-def]
     for a, b in PAIRS:
-        request = next_sentence_pb2.PredictNextSentenceRequest(pairs=[next_sentence_pb2.SentencePair(first=a, second=b)])
+        request = next_sentence_pb2.PredictNextSentenceRequest(
+            pairs=[next_sentence_pb2.SentencePair(first=a, second=b)]
+        )
         (result,) = stub.PredictNextSentence(request).results
         check(result, reference_probability(model, tokenizer, a, b), served, f"({a!r}, {b!r})")
 

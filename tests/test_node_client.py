@@ -20,6 +20,7 @@ from typing import Any
 
 import grpc
 import pytest
+from bertserve.background import BackgroundServer
 from bertserve_client import BertServeClient, InvalidArgumentError
 from bertserve_client.v1 import (
     fill_mask_pb2,
@@ -28,8 +29,6 @@ from bertserve_client.v1 import (
     question_answering_pb2,
     sentiment_pb2,
 )
-
-from bertserve.background import BackgroundServer
 
 REPO = Path(__file__).resolve().parents[1]
 NODE_DIR = REPO / "tests" / "node"

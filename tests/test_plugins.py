@@ -5,19 +5,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import grpc
-import pytest
-from bertserve_client.v1 import model_pb2, model_pb2_grpc, sentiment_pb2 as st, sentiment_pb2_grpc as st_grpc
-
 import bertserve_heads.fill_mask
 import bertserve_heads.next_sentence
 import bertserve_heads.question_answering
 import bertserve_heads.sentiment
+import grpc
+import pytest
 from bertserve import EncodedRow, EncoderOutputs, Head, HeadDescription, HeadLoadContext, hookimpl
 from bertserve.background import BackgroundServer
 from bertserve.config import ServerConfig
-from bertserve.plugin_manager import DuplicateHeadError, HeadState, discover_plugins, register_heads
+from bertserve.plugin_manager import DuplicateHeadError, discover_plugins, register_heads
 from bertserve.tasks import ClassificationOutput, TextClassificationInput
+from bertserve_client.v1 import model_pb2, model_pb2_grpc
+from bertserve_client.v1 import sentiment_pb2 as st
+from bertserve_client.v1 import sentiment_pb2_grpc as st_grpc
 from bertserve_heads.sentiment import SentimentHead
 from rpc import call_failure
 
@@ -34,7 +35,12 @@ def test_built_in_heads_come_from_the_public_entry_point_group() -> None:
     names = {label.split(" ")[0] for label in plugins}
     assert {"fill-mask", "next-sentence", "sentiment", "question-answering"} <= names
     registry = register_heads(ServerConfig(), plugins.items())
-    assert {r.head.name for r in registry.records()} >= {"fill-mask", "next-sentence", "sentiment", "question-answering"}
+    assert {r.head.name for r in registry.records()} >= {
+        "fill-mask",
+        "next-sentence",
+        "sentiment",
+        "question-answering",
+    }
 
 
 class _AnotherSentiment:
@@ -92,7 +98,9 @@ def test_raising_plugins_and_heads_are_isolated(tiny_config: ServerConfig) -> No
         registry = running.runtime.registry
         assert [p.plugin for p in registry.problems] == ["raising"]
         assert "broken plugin" in registry.problems[0].error
-        heads = {h.name: h for h in model_pb2_grpc.ModelServiceStub(channel).ListHeads(model_pb2.ListHeadsRequest()).heads}
+        heads = {
+            h.name: h for h in model_pb2_grpc.ModelServiceStub(channel).ListHeads(model_pb2.ListHeadsRequest()).heads
+        }
         assert heads["exploding"].state == model_pb2.HEAD_STATE_FAILED
         assert "weights corrupted" in heads["exploding"].reason and heads["exploding"].plugin == "trouble"
         assert heads["sentiment"].state == model_pb2.HEAD_STATE_LOADED

@@ -22,13 +22,12 @@ import grpc
 import pytest
 import torch
 import transformers
+from bertserve import EncoderOutputs, QuestionAnsweringInput
 from bertserve_client.v1 import question_answering_pb2 as qa_pb2
 from bertserve_client.v1 import question_answering_pb2_grpc as qa_grpc
+from gpu import Served, assert_same_ranking, served  # noqa: F401 (fixture)
 from safetensors.torch import load_file
 from transformers import AutoTokenizer, BertForQuestionAnswering
-
-from bertserve import EncoderOutputs, QuestionAnsweringInput
-from gpu import Served, assert_same_ranking, served  # noqa: F401 (fixture)
 
 MASKED_LOGIT = -10000.0
 PIPELINE_MAX_WINDOW = 384
@@ -45,7 +44,8 @@ def _long_context() -> str:
     places = ["to paris", "home", "to school", "to the river", "to berlin in 1999", "to the café", "to rome"]
     tails = ["at night", "on a rainy day", "with the dog", "by car", "in the snow", "for years"]
     sentences = [
-        f"{rng.choice(people)} {rng.choice(verbs)} {rng.choice(places)} {rng.choice(tails)}{rng.choice(['.', '!', ', and', '?'])}"
+        f"{rng.choice(people)} {rng.choice(verbs)} {rng.choice(places)} {rng.choice(tails)}"
+        f"{rng.choice(['.', '!', ', and', '?'])}"
         for _ in range(36)
     ]
     return " ".join(sentences)
@@ -283,7 +283,12 @@ def test_answers_equal_brute_force_reference(  # type: ignore[no-untyped-def]
     wire_policy, allow = POLICIES[policy]
     inputs = [*SHORT_INPUTS, *LONG_INPUTS]
     results = ask(
-        stub, inputs, top_k=top_k, max_answer_length=max_answer_length, doc_stride=doc_stride, no_answer_policy=wire_policy
+        stub,
+        inputs,
+        top_k=top_k,
+        max_answer_length=max_answer_length,
+        doc_stride=doc_stride,
+        no_answer_policy=wire_policy,
     )
     stride = doc_stride or DEFAULT_DOC_STRIDE
     for (question, context), result in zip(inputs, results):
@@ -315,8 +320,6 @@ def test_no_answer_candidate_is_ranked_when_allowed(reference: Reference) -> Non
     beats the spans for some inputs and not for others in the requests above."""
     ranks = set()
     for question, context in [*SHORT_INPUTS, *LONG_INPUTS]:
-        expected = reference.candidates(
-            question, context, max_answer_length=15, doc_stride=8, allow_no_answer=True
-        )
+        expected = reference.candidates(question, context, max_answer_length=15, doc_stride=8, allow_no_answer=True)
         ranks.add(next(i for i, (key, _) in enumerate(expected) if key[3]) == 0)
     assert ranks == {True, False}, ranks

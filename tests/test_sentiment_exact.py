@@ -11,12 +11,11 @@ import grpc
 import pytest
 import torch
 import transformers
+from bertserve.headfile import METADATA_KEY
 from bertserve_client.v1 import sentiment_pb2, sentiment_pb2_grpc
+from gpu import Served, served  # noqa: F401 (fixture)
 from safetensors import safe_open
 from transformers import AutoTokenizer, BertForSequenceClassification
-
-from bertserve.headfile import METADATA_KEY
-from gpu import Served, served  # noqa: F401 (fixture)
 
 TEXTS = [
     "i liked the movie .",
@@ -51,7 +50,9 @@ def labels(head_file: tuple[dict[str, torch.Tensor], tuple[str, ...]]) -> tuple[
 
 
 @pytest.fixture(scope="module")
-def model(tiny_checkpoint: Path, head_file: tuple[dict[str, torch.Tensor], tuple[str, ...]]) -> BertForSequenceClassification:
+def model(
+    tiny_checkpoint: Path, head_file: tuple[dict[str, torch.Tensor], tuple[str, ...]]
+) -> BertForSequenceClassification:
     tensors, labels = head_file
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()  # the classifier is reported as newly initialised
@@ -77,7 +78,9 @@ def reference_probabilities(model, tokenizer, text: str, **tokenizer_kwargs) -> 
     return torch.softmax(logits, dim=-1)[0].tolist()
 
 
-def check(result: sentiment_pb2.SentimentResult, expected: list[float], labels: tuple[str, ...], served: Served, what: str) -> None:
+def check(
+    result: sentiment_pb2.SentimentResult, expected: list[float], labels: tuple[str, ...], served: Served, what: str
+) -> None:
     tol = served.variant.score_tol
     assert [s.label for s in result.scores] == list(labels), what
     for score, probability in zip(result.scores, expected):

@@ -8,13 +8,13 @@ import time
 
 import grpc
 import pytest
-from bertserve_client.v1 import sentiment_pb2 as st, sentiment_pb2_grpc as st_grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
-
 from bertserve.app import BertServeServer
 from bertserve.background import BackgroundServer
 from bertserve.config import ServerConfig
+from bertserve_client.v1 import sentiment_pb2 as st
+from bertserve_client.v1 import sentiment_pb2_grpc as st_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 from rpc import call_failure
 
 SERVICES = {
@@ -54,13 +54,17 @@ def test_health_not_serving_and_rpcs_unavailable_until_loaded(tiny_config: Serve
                 before = await health.Check(health_pb2.HealthCheckRequest(service=""))
                 assert before.status == health_pb2.HealthCheckResponse.NOT_SERVING
                 with pytest.raises(grpc.aio.AioRpcError) as raised:
-                    await st_grpc.SentimentServiceStub(channel).ClassifySentiment(st.ClassifySentimentRequest(texts=["good"]))
+                    await st_grpc.SentimentServiceStub(channel).ClassifySentiment(
+                        st.ClassifySentimentRequest(texts=["good"])
+                    )
                 assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
                 assert "loading" in (raised.value.details() or "")
                 await server.load()
                 after = await health.Check(health_pb2.HealthCheckRequest(service=""))
                 assert after.status == health_pb2.HealthCheckResponse.SERVING
-                response = await st_grpc.SentimentServiceStub(channel).ClassifySentiment(st.ClassifySentimentRequest(texts=["good"]))
+                response = await st_grpc.SentimentServiceStub(channel).ClassifySentiment(
+                    st.ClassifySentimentRequest(texts=["good"])
+                )
                 assert response.results[0].label
         finally:
             await server.stop(grace=None)

@@ -9,10 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from transformers import BertConfig, BertForPreTraining, BertModel, BertTokenizerFast
-
 from bertserve.encoder import SharedEncoder
 from bertserve.headfile import HeadFileMetadata, save_head_file
+from transformers import BertConfig, BertForPreTraining, BertModel, BertTokenizerFast
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 WORDS = (
@@ -33,9 +32,7 @@ def make_tokenizer() -> BertTokenizerFast:
     return BertTokenizerFast(vocab=vocab, do_lower_case=True, model_max_length=64)
 
 
-def make_checkpoint(
-    folder: Path, *, seed: int = 0, pretraining_heads: bool = True, max_positions: int = 64
-) -> Path:
+def make_checkpoint(folder: Path, *, seed: int = 0, pretraining_heads: bool = True, max_positions: int = 64) -> Path:
     """Save a 2-layer, 32-wide BERT (with or without MLM/NSP heads) to `folder`."""
     tokenizer = make_tokenizer()
     config = BertConfig(
@@ -62,7 +59,9 @@ def make_checkpoint(
     return folder
 
 
-def make_sentiment_head(path: Path, checkpoint: Path, labels: tuple[str, ...] = ("negative", "neutral", "positive"), seed: int = 1) -> Path:
+def make_sentiment_head(
+    path: Path, checkpoint: Path, labels: tuple[str, ...] = ("negative", "neutral", "positive"), seed: int = 1
+) -> Path:
     """A random classifier head file in BertForSequenceClassification layout."""
     encoder = SharedEncoder.load(str(checkpoint), device="cpu")
     generator = torch.Generator().manual_seed(seed)
@@ -87,7 +86,9 @@ def make_qa_head(path: Path, checkpoint: Path, *, seed: int = 2, supports_no_ans
     return path
 
 
-def _metadata(encoder: SharedEncoder, task: str, architecture: str, labels: tuple[str, ...], **extra: object) -> HeadFileMetadata:
+def _metadata(
+    encoder: SharedEncoder, task: str, architecture: str, labels: tuple[str, ...], **extra: object
+) -> HeadFileMetadata:
     return HeadFileMetadata(
         task=task,
         architecture=architecture,

@@ -11,8 +11,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from transformers.activations import ACT2FN
-
 from bertserve import (
     EncodedRow,
     EncoderOutputs,
@@ -30,6 +28,7 @@ from bertserve import (
     hookimpl,
     require_text,
 )
+from transformers.activations import ACT2FN
 
 
 class MaskedLMHead(torch.nn.Module):
@@ -101,11 +100,15 @@ class FillMaskHead(Head[FillMaskInput, FillMaskOutput]):
         vocab_size = len(tokenizer)
         target_ids = self._target_ids(item.targets) if item.targets else None
         if not 1 <= item.top_k <= vocab_size:
-            raise InputError(f"top_k must be between 1 and {vocab_size} (the vocabulary size); got {item.top_k}", field="top_k")
+            raise InputError(
+                f"top_k must be between 1 and {vocab_size} (the vocabulary size); got {item.top_k}", field="top_k"
+            )
         row = encode(tokenizer, item.text, max_length=self.encoder.max_sequence_length, truncate=item.truncate)
         positions = tuple(i for i, token in enumerate(row.input_ids) if token == tokenizer.mask_token_id)
         if not positions:
-            raise InputError("truncation removed every mask token; move the mask earlier or shorten the text", field="text")
+            raise InputError(
+                "truncation removed every mask token; move the mask earlier or shorten the text", field="text"
+            )
         top_k = min(item.top_k, len(target_ids)) if target_ids else item.top_k
         row.data = _MaskRow(positions, top_k, target_ids)
         return [row]
@@ -132,7 +135,9 @@ class FillMaskHead(Head[FillMaskInput, FillMaskOutput]):
         row_index = [i for i, row in enumerate(rows) for _ in row.data.positions]
         token_index = [p for row in rows for p in row.data.positions]
         device = outputs.sequence_output.device
-        hidden = outputs.sequence_output[torch.tensor(row_index, device=device), torch.tensor(token_index, device=device)]
+        hidden = outputs.sequence_output[
+            torch.tensor(row_index, device=device), torch.tensor(token_index, device=device)
+        ]
         probs = self._module(hidden).float().softmax(dim=-1).cpu()
         results: list[Any] = []
         offset = 0

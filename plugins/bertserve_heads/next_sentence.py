@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-
 from bertserve import (
     EncodedRow,
     EncoderOutputs,
@@ -18,6 +17,7 @@ from bertserve import (
     NextSentenceOutput,
     SharedEncoder,
     encode,
+    frozen_linear,
     hookimpl,
     require_text,
 )
@@ -44,9 +44,13 @@ class NextSentenceHead(Head[NextSentenceInput, NextSentenceOutput]):
             )
         if not encoder.has_pooler:
             raise HeadUnavailable(f"{encoder.model_name} has no pooler weights, which next-sentence prediction needs")
-        linear = torch.nn.Linear(encoder.hidden_size, 2)
-        linear.load_state_dict(state)
-        self._linear = linear.to(device=encoder.device, dtype=encoder.dtype).requires_grad_(False)
+        self._linear = frozen_linear(
+            {f"seq_relationship.{name}": tensor for name, tensor in state.items()},
+            "seq_relationship",
+            2,
+            encoder,
+            encoder.model_name,
+        )
         self._encoder = encoder
         return HeadDescription(source=f"next-sentence head of {encoder.model_name}")
 

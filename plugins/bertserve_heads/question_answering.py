@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import torch
-
 from bertserve import (
     AnswerSpan,
     EncodedRow,
@@ -24,11 +23,11 @@ from bertserve import (
     Head,
     HeadDescription,
     HeadLoadContext,
-    HeadUnavailable,
     InputError,
     QuestionAnsweringInput,
     QuestionAnsweringOutput,
     SharedEncoder,
+    frozen_linear,
     hookimpl,
     load_head_file,
     require_text,
@@ -68,17 +67,10 @@ class QuestionAnsweringHead(Head[QuestionAnsweringInput, QuestionAnsweringOutput
 
     def load(self, context: HeadLoadContext) -> HeadDescription:
         encoder = context.encoder
-        tensors, metadata = load_head_file(context.head_file, head_name=self.name, task=self.task, encoder=encoder)
-        if metadata.architecture != ARCHITECTURE:
-            raise HeadUnavailable(f"{context.head_file}: architecture {metadata.architecture!r} is not {ARCHITECTURE!r}")
-        weight, bias = tensors["qa_outputs.weight"], tensors["qa_outputs.bias"]
-        if weight.shape != (2, encoder.hidden_size):
-            raise HeadUnavailable(
-                f"{context.head_file}: qa_outputs.weight is {tuple(weight.shape)}, expected (2, {encoder.hidden_size})"
-            )
-        linear = torch.nn.Linear(encoder.hidden_size, 2)
-        linear.load_state_dict({"weight": weight, "bias": bias})
-        self._qa_outputs = linear.to(device=encoder.device, dtype=encoder.dtype).requires_grad_(False)
+        tensors, metadata = load_head_file(
+            context.head_file, head_name=self.name, task=self.task, architecture=ARCHITECTURE, encoder=encoder
+        )
+        self._qa_outputs = frozen_linear(tensors, "qa_outputs", 2, encoder, context.head_file)
         self.supports_no_answer = bool(metadata.extra.get("supports_no_answer", False))
         self._encoder = encoder
         return HeadDescription(source=f"head file {context.head_file}")
@@ -161,9 +153,7 @@ class QuestionAnsweringHead(Head[QuestionAnsweringInput, QuestionAnsweringOutput
                     best[key] = score
                 if len(best) >= item.top_k and _all_at_least(best, score, item.top_k):
                     break
-        answers = [
-            AnswerSpan(text=item.context[s:e], score=score, start=s, end=e) for (s, e), score in best.items()
-        ]
+        answers = [AnswerSpan(text=item.context[s:e], score=score, start=s, end=e) for (s, e), score in best.items()]
         if allow_no_answer:
             answers.append(AnswerSpan(text="", score=null_score, start=0, end=0, no_answer=True))
         answers.sort(key=lambda answer: -answer.score)

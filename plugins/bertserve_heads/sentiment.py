@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-
 from bertserve import (
     ClassificationOutput,
     EncodedRow,
@@ -22,6 +21,7 @@ from bertserve import (
     SharedEncoder,
     TextClassificationInput,
     encode,
+    frozen_linear,
     hookimpl,
     load_head_file,
     require_text,
@@ -44,20 +44,12 @@ class SentimentHead(Head[TextClassificationInput, ClassificationOutput]):
 
     def load(self, context: HeadLoadContext) -> HeadDescription:
         encoder = context.encoder
-        tensors, metadata = load_head_file(context.head_file, head_name=self.name, task=self.task, encoder=encoder)
-        if metadata.architecture != ARCHITECTURE:
-            raise HeadUnavailable(f"{context.head_file}: architecture {metadata.architecture!r} is not {ARCHITECTURE!r}")
+        tensors, metadata = load_head_file(
+            context.head_file, head_name=self.name, task=self.task, architecture=ARCHITECTURE, encoder=encoder
+        )
         if not encoder.has_pooler:
             raise HeadUnavailable(f"{encoder.model_name} has no pooler weights, which this head reads")
-        weight, bias = tensors["classifier.weight"], tensors["classifier.bias"]
-        if weight.shape != (len(metadata.labels), encoder.hidden_size):
-            raise HeadUnavailable(
-                f"{context.head_file}: classifier.weight is {tuple(weight.shape)}, expected "
-                f"({len(metadata.labels)}, {encoder.hidden_size}) for its labels and this encoder"
-            )
-        classifier = torch.nn.Linear(encoder.hidden_size, len(metadata.labels))
-        classifier.load_state_dict({"weight": weight, "bias": bias})
-        self._classifier = classifier.to(device=encoder.device, dtype=encoder.dtype).requires_grad_(False)
+        self._classifier = frozen_linear(tensors, "classifier", len(metadata.labels), encoder, context.head_file)
         self._encoder = encoder
         self.labels = metadata.labels
         return HeadDescription(source=f"head file {context.head_file}", labels=metadata.labels)
@@ -65,7 +57,11 @@ class SentimentHead(Head[TextClassificationInput, ClassificationOutput]):
     def preprocess(self, item: TextClassificationInput) -> list[EncodedRow]:
         assert self._encoder is not None, "head used before load()"
         require_text(item.text, field="text")
-        return [encode(self._encoder.tokenizer, item.text, max_length=self._encoder.max_sequence_length, truncate=item.truncate)]
+        return [
+            encode(
+                self._encoder.tokenizer, item.text, max_length=self._encoder.max_sequence_length, truncate=item.truncate
+            )
+        ]
 
     def forward(self, outputs: EncoderOutputs, rows: Sequence[EncodedRow]) -> list[Any]:
         assert self._classifier is not None and outputs.pooled_output is not None
@@ -76,9 +72,7 @@ class SentimentHead(Head[TextClassificationInput, ClassificationOutput]):
     ) -> ClassificationOutput:
         probs: list[float] = results[0]
         best = max(range(len(probs)), key=probs.__getitem__)
-        return ClassificationOutput(
-            label=self.labels[best], score=probs[best], scores=tuple(zip(self.labels, probs))
-        )
+        return ClassificationOutput(label=self.labels[best], score=probs[best], scores=tuple(zip(self.labels, probs)))
 
 
 @hookimpl

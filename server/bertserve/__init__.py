@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from .encoder import SharedEncoder
 from .errors import BertServeError, HeadUnavailable, InputError
-from .headfile import HeadFileMetadata, load_head_file, save_head_file
+from .headfile import HeadFileMetadata, frozen_linear, load_head_file, save_head_file
 from .heads import EncodedRow, EncoderOutputs, Head, HeadDescription, HeadLoadContext
 from .hookspecs import hookimpl
 from .tasks import (
@@ -51,6 +51,7 @@ __all__ = [
     "TextClassificationInput",
     "TokenPrediction",
     "encode",
+    "frozen_linear",
     "hookimpl",
     "load_head_file",
     "require_text",

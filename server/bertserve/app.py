@@ -88,7 +88,8 @@ class BertServeServer:
         next_sentence_pb2_grpc.add_NextSentenceServiceServicer_to_server(NextSentenceService(runtime), self._server)  # type: ignore[arg-type]
         sentiment_pb2_grpc.add_SentimentServiceServicer_to_server(SentimentService(runtime), self._server)  # type: ignore[arg-type]
         question_answering_pb2_grpc.add_QuestionAnsweringServiceServicer_to_server(
-            QuestionAnsweringService(runtime), self._server  # type: ignore[arg-type]
+            QuestionAnsweringService(runtime),
+            self._server,  # type: ignore[arg-type]
         )
         model_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(runtime, __version__), self._server)  # type: ignore[arg-type]
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
@@ -127,7 +128,11 @@ class BertServeServer:
     async def _report_health(self, registry: HeadRegistry) -> None:
         loaded_tasks = {r.head.name for r in registry.records() if r.state is HeadState.LOADED}
         for service, task in _TASK_SERVICES.items():
-            status = health_pb2.HealthCheckResponse.SERVING if task in loaded_tasks else health_pb2.HealthCheckResponse.NOT_SERVING
+            status = (
+                health_pb2.HealthCheckResponse.SERVING
+                if task in loaded_tasks
+                else health_pb2.HealthCheckResponse.NOT_SERVING
+            )
             await self._health.set(service, status)
         await self._health.set(_MODEL_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         await self._health.set("", health_pb2.HealthCheckResponse.SERVING)

@@ -6,9 +6,10 @@ during a forward form the next batch. A batch is built around the oldest
 waiting row (no starvation) from the rows closest to it in length, and a row
 joins only while the padding it adds costs less than a forward of its own
 (`forward_cost_tokens`, measured on the encoder at start-up); a batch closes
-at `max_batch_size` rows or `max_batch_tokens` padded tokens. The forward and the heads run on one inference thread, off the event
-loop. Rows whose request was cancelled or whose deadline passed are dropped
-before the forward.
+at `max_batch_size` rows or `max_batch_tokens` padded tokens. The forward
+and the heads run on one inference thread, off the event loop. Rows whose
+request was cancelled or whose deadline passed are dropped before the
+forward.
 """
 
 from __future__ import annotations
@@ -108,7 +109,9 @@ class Batcher:
         """Rows waiting or being computed."""
         return len(self._queue) + self._rows_in_forward
 
-    async def submit(self, head: Head[Any, Any], rows: Sequence[EncodedRow], *, timeout: float | None = None) -> list[Any]:
+    async def submit(
+        self, head: Head[Any, Any], rows: Sequence[EncodedRow], *, timeout: float | None = None
+    ) -> list[Any]:
         """Queue `rows` for `head` and wait for their per-row results.
 
         `timeout` is the seconds left until the request's deadline. Cancelling
@@ -241,7 +244,9 @@ class Batcher:
                 head_results = [failure] * len(indices)
             for i, result in zip(indices, head_results):
                 results[i] = result
-        log.debug("forward of %d rows x %d tokens in %.1f ms", len(batch), width, 1000 * (time.perf_counter() - started))
+        log.debug(
+            "forward of %d rows x %d tokens in %.1f ms", len(batch), width, 1000 * (time.perf_counter() - started)
+        )
         return results
 
 

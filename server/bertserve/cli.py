@@ -20,7 +20,9 @@ log = logging.getLogger("bertserve")
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=getattr(args, "log_level", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=getattr(args, "log_level", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         return int(args.handler(args) or 0)
     except KeyboardInterrupt:
@@ -28,20 +30,39 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bertserve", description="gRPC server for one shared BERT encoder with task heads")
+    parser = argparse.ArgumentParser(
+        prog="bertserve", description="gRPC server for one shared BERT encoder with task heads"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the server")
     _add_model_options(serve)
     serve.add_argument("--host", default="0.0.0.0", help="interface to bind (default: all)")
     serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 picks one)")
-    serve.add_argument("--max-batch-size", type=int, default=BatchingConfig.max_batch_size, help="rows per encoder forward")
-    serve.add_argument("--max-batch-tokens", type=int, default=BatchingConfig.max_batch_tokens, help="padded tokens per forward")
-    serve.add_argument("--max-delay-ms", type=float, default=BatchingConfig.max_delay_ms, help="wait for a fuller batch (default 0: never wait while idle)")
     serve.add_argument(
-        "--forward-cost-tokens", type=float, default=None, help="padding a row may add to join a batch (default: measured)"
+        "--max-batch-size", type=int, default=BatchingConfig.max_batch_size, help="rows per encoder forward"
     )
-    serve.add_argument("--max-queue-rows", type=int, default=BatchingConfig.max_queue_rows, help="queued rows before RESOURCE_EXHAUSTED")
+    serve.add_argument(
+        "--max-batch-tokens", type=int, default=BatchingConfig.max_batch_tokens, help="padded tokens per forward"
+    )
+    serve.add_argument(
+        "--max-delay-ms",
+        type=float,
+        default=BatchingConfig.max_delay_ms,
+        help="wait for a fuller batch (default 0: never wait while idle)",
+    )
+    serve.add_argument(
+        "--forward-cost-tokens",
+        type=float,
+        default=None,
+        help="padding a row may add to join a batch (default: measured)",
+    )
+    serve.add_argument(
+        "--max-queue-rows",
+        type=int,
+        default=BatchingConfig.max_queue_rows,
+        help="queued rows before RESOURCE_EXHAUSTED",
+    )
     serve.set_defaults(handler=_serve)
 
     heads = commands.add_parser("heads", help="load the encoder and list which heads load, and why not")
@@ -72,9 +93,15 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=None, help="checkpoint folder or hub id (default: the offline all-MiniLM-L6-v2 encoder)")
     parser.add_argument(
-        "--head-file", action="append", default=[], metavar="HEAD=PATH", help="weights for a head, e.g. sentiment=sentiment.safetensors"
+        "--model", default=None, help="checkpoint folder or hub id (default: the offline all-MiniLM-L6-v2 encoder)"
+    )
+    parser.add_argument(
+        "--head-file",
+        action="append",
+        default=[],
+        metavar="HEAD=PATH",
+        help="weights for a head, e.g. sentiment=sentiment.safetensors",
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"])

@@ -132,9 +132,7 @@ class SharedEncoder:
         transformers.logging.set_verbosity_error()  # we report missing heads ourselves
         transformers.logging.disable_progress_bar()
         try:
-            model, info = BertForPreTraining.from_pretrained(
-                model_name, output_loading_info=True, dtype=torch.float32
-            )
+            model, info = BertForPreTraining.from_pretrained(model_name, output_loading_info=True, dtype=torch.float32)
         finally:
             transformers.logging.set_verbosity(previous)
             transformers.logging.enable_progress_bar()
@@ -195,7 +193,9 @@ class SharedEncoder:
         state = self._pretraining_heads.get(prefix)
         return dict(state) if state is not None else None
 
-    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor, attention_mask: torch.Tensor) -> EncoderBatch:
+    def forward(
+        self, input_ids: torch.Tensor, token_type_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> EncoderBatch:
         """Run the encoder on a padded batch already on `device`."""
         with torch.inference_mode():
             out = self.bert(

@@ -76,17 +76,16 @@ def save_head_file(path: str | Path, tensors: Mapping[str, torch.Tensor], metada
 
 
 def load_head_file(
-    path: Path | None, *, head_name: str, task: str, encoder: SharedEncoder
+    path: Path | None, *, head_name: str, task: str, architecture: str, encoder: SharedEncoder
 ) -> tuple[dict[str, torch.Tensor], HeadFileMetadata]:
     """Read a head file for `head_name`, refusing one that does not fit.
 
     Raises `HeadUnavailable` when no file was given, the file is unreadable,
-    is for another task, or was trained on another encoder (naming both).
+    is for another task or architecture, or was trained on another encoder
+    (naming both).
     """
     if path is None:
-        raise HeadUnavailable(
-            f"no head file given; train one and start the server with --head-file {head_name}=PATH"
-        )
+        raise HeadUnavailable(f"no head file given; train one and start the server with --head-file {head_name}=PATH")
     try:
         with safe_open(str(path), framework="pt") as handle:
             header = handle.metadata() or {}
@@ -101,6 +100,8 @@ def load_head_file(
         raise HeadUnavailable(f"{path} has malformed head metadata: {error!r}") from error
     if metadata.task != task:
         raise HeadUnavailable(f"{path} holds a {metadata.task!r} head, not a {task!r} head")
+    if metadata.architecture != architecture:
+        raise HeadUnavailable(f"{path}: architecture {metadata.architecture!r} is not {architecture!r}")
     if metadata.encoder_fingerprint != encoder.fingerprint:
         raise HeadUnavailable(
             f"{path} was trained on encoder {metadata.encoder_name!r} ({metadata.encoder_fingerprint}), "
@@ -108,3 +109,23 @@ def load_head_file(
             "train the head on this encoder or start the server with the other one"
         )
     return tensors, metadata
+
+
+def frozen_linear(
+    tensors: Mapping[str, torch.Tensor], prefix: str, out_features: int, encoder: SharedEncoder, source: object
+) -> torch.nn.Linear:
+    """A frozen ``Linear(hidden_size, out_features)`` on the encoder's device and
+    dtype from ``{prefix}.weight`` and ``{prefix}.bias``; `source` names the
+    weights' origin in the `HeadUnavailable` raised when they do not fit."""
+    expected = (out_features, encoder.hidden_size)
+    try:
+        weight, bias = tensors[f"{prefix}.weight"], tensors[f"{prefix}.bias"]
+    except KeyError as missing:
+        raise HeadUnavailable(f"{source} has no tensor {missing}") from None
+    if tuple(weight.shape) != expected or tuple(bias.shape) != (out_features,):
+        raise HeadUnavailable(
+            f"{source}: {prefix}.weight is {tuple(weight.shape)}, expected {expected} for this head and encoder"
+        )
+    linear = torch.nn.Linear(encoder.hidden_size, out_features)
+    linear.load_state_dict({"weight": weight, "bias": bias})
+    return linear.to(device=encoder.device, dtype=encoder.dtype).requires_grad_(False)

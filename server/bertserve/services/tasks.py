@@ -45,7 +45,10 @@ class FillMaskService(fill_mask_pb2_grpc.FillMaskServiceServicer):
         head = self._runtime.head(request.head, task="fill-mask")
         items = [
             FillMaskInput(
-                text=text, top_k=request.top_k or DEFAULT_TOP_K, targets=tuple(request.targets), truncate=request.truncate
+                text=text,
+                top_k=request.top_k or DEFAULT_TOP_K,
+                targets=tuple(request.targets),
+                truncate=request.truncate,
             )
             for text in request.texts
         ]
