@@ -30,6 +30,9 @@ from bertserve import (
 )
 from transformers.activations import ACT2FN
 
+# The plugin API version this module targets.
+BERTSERVE_API_VERSION = "1.0"
+
 
 class MaskedLMHead(torch.nn.Module):
     """BERT's MLM head: dense + activation + LayerNorm, then the tied decoder."""
@@ -70,6 +73,9 @@ class FillMaskHead(Head[FillMaskInput, FillMaskOutput]):
     name = "fill-mask"
     task = "fill-mask"
     description = "masked-word prediction with the checkpoint's pretrained MLM head"
+    input_type = FillMaskInput
+    output_type = FillMaskOutput
+    text_fields = ("text",)
 
     def __init__(self) -> None:
         self._encoder: SharedEncoder | None = None

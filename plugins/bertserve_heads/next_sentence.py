@@ -22,6 +22,9 @@ from bertserve import (
     require_text,
 )
 
+# The plugin API version this module targets.
+BERTSERVE_API_VERSION = "1.0"
+
 
 class NextSentenceHead(Head[NextSentenceInput, NextSentenceOutput]):
     """P(B follows A) from BERT's seq_relationship layer on the pooled output."""
@@ -29,6 +32,9 @@ class NextSentenceHead(Head[NextSentenceInput, NextSentenceOutput]):
     name = "next-sentence"
     task = "next-sentence"
     description = "next-sentence prediction with the checkpoint's pretrained NSP head"
+    input_type = NextSentenceInput
+    output_type = NextSentenceOutput
+    text_fields = ("first", "second")
 
     def __init__(self) -> None:
         self._encoder: SharedEncoder | None = None

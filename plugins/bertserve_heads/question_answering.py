@@ -38,6 +38,9 @@ MAX_WINDOW = 384
 MAX_TOP_K = 100
 _MASKED_LOGIT = -10000.0
 
+# The plugin API version this module targets.
+BERTSERVE_API_VERSION = "1.0"
+
 
 @dataclass(frozen=True)
 class _Window:
@@ -54,6 +57,8 @@ class QuestionAnsweringHead(Head[QuestionAnsweringInput, QuestionAnsweringOutput
     name = "question-answering"
     task = "question-answering"
     description = "extractive QA from a head file (token output + start/end linear layer)"
+    input_type = QuestionAnsweringInput
+    output_type = QuestionAnsweringOutput
 
     def __init__(self) -> None:
         self._encoder: SharedEncoder | None = None

@@ -18,6 +18,7 @@ from bertserve import (
     HeadDescription,
     HeadLoadContext,
     HeadUnavailable,
+    LabelScore,
     SharedEncoder,
     TextClassificationInput,
     encode,
@@ -29,6 +30,9 @@ from bertserve import (
 
 ARCHITECTURE = "pooled-linear"
 
+# The plugin API version this module targets.
+BERTSERVE_API_VERSION = "1.0"
+
 
 class SentimentHead(Head[TextClassificationInput, ClassificationOutput]):
     """Labels a text with a linear classifier on BERT's pooled output."""
@@ -36,6 +40,9 @@ class SentimentHead(Head[TextClassificationInput, ClassificationOutput]):
     name = "sentiment"
     task = "sentiment"
     description = "sentiment classification from a head file (pooled output + linear layer)"
+    input_type = TextClassificationInput
+    output_type = ClassificationOutput
+    text_fields = ("text",)
 
     def __init__(self) -> None:
         self._encoder: SharedEncoder | None = None
@@ -72,7 +79,11 @@ class SentimentHead(Head[TextClassificationInput, ClassificationOutput]):
     ) -> ClassificationOutput:
         probs: list[float] = results[0]
         best = max(range(len(probs)), key=probs.__getitem__)
-        return ClassificationOutput(label=self.labels[best], score=probs[best], scores=tuple(zip(self.labels, probs)))
+        return ClassificationOutput(
+            label=self.labels[best],
+            score=probs[best],
+            scores=tuple(LabelScore(label, score) for label, score in zip(self.labels, probs)),
+        )
 
 
 @hookimpl

@@ -36,16 +36,39 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(eq=False)
-class _QueuedRow:
+class _Consumer:
+    """One head reading one encoder row, and where its result goes."""
+
     head: Head[Any, Any]
     row: EncodedRow
     future: asyncio.Future[Any]
+
+
+@dataclass(eq=False)
+class _QueuedRow:
+    """One encoder input row and the heads that read its output."""
+
+    consumers: list[_Consumer]
     deadline: float | None
     order: int
 
     @property
+    def tokens(self) -> EncodedRow:
+        return self.consumers[0].row
+
+    @property
     def length(self) -> int:
-        return len(self.row)
+        return len(self.consumers[0].row)
+
+    @property
+    def abandoned(self) -> bool:
+        """True when every consumer's request was cancelled or already answered."""
+        return all(consumer.future.done() for consumer in self.consumers)
+
+    def fail(self, error: BaseException) -> None:
+        for consumer in self.consumers:
+            if not consumer.future.done():
+                consumer.future.set_exception(error)
 
 
 @dataclass
@@ -88,8 +111,7 @@ class Batcher:
         """Stop taking rows, fail queued ones as UNAVAILABLE, end the owner task."""
         self._closing = True
         for queued in self._queue:
-            if not queued.future.done():
-                queued.future.set_exception(NotServing("the server is shutting down; retry on another replica"))
+            queued.fail(NotServing("the server is shutting down; retry on another replica"))
         self._queue.clear()
         if self._owner is not None:
             self._owner.cancel()
@@ -115,11 +137,39 @@ class Batcher:
         """Queue `rows` for `head` and wait for their per-row results.
 
         `timeout` is the seconds left until the request's deadline. Cancelling
-        the caller cancels its rows; queued rows are then never computed.
+        the caller cancels its rows; queued rows are then never computed. The
+        first failed row raises its error.
         """
+        futures = self._enqueue([[(head, row)] for row in rows], timeout)
+        return list(await asyncio.gather(*(group[0] for group in futures)))
+
+    async def submit_shared(
+        self, groups: Sequence[Sequence[tuple[Head[Any, Any], EncodedRow]]], *, timeout: float | None = None
+    ) -> list[list[Any]]:
+        """Queue rows that several heads read from ONE encoder pass.
+
+        Each group is one encoder row (every row in it has the same tokens)
+        and the heads that read it. Returns, per group, each head's result or
+        the exception it raised, so one failing head does not fail the others.
+        """
+        for group in groups:
+            first = group[0][1]
+            if any(row.input_ids != first.input_ids or row.token_type_ids != first.token_type_ids for _, row in group):
+                raise ValueError("every row of a shared group must hold the same tokens")
+        futures = self._enqueue(groups, timeout)
+        flat = await asyncio.gather(*(f for group in futures for f in group), return_exceptions=True)
+        results, offset = [], 0
+        for group in futures:
+            results.append(list(flat[offset : offset + len(group)]))
+            offset += len(group)
+        return results
+
+    def _enqueue(
+        self, groups: Sequence[Sequence[tuple[Head[Any, Any], EncodedRow]]], timeout: float | None
+    ) -> list[list[asyncio.Future[Any]]]:
         if self._closing:
             raise NotServing("the server is shutting down; retry on another replica")
-        if len(self._queue) + len(rows) > self._config.max_queue_rows:
+        if len(self._queue) + len(groups) > self._config.max_queue_rows:
             raise QueueFull(
                 f"the batch queue is full ({len(self._queue)} of {self._config.max_queue_rows} rows waiting); "
                 "retry with backoff",
@@ -128,12 +178,12 @@ class Batcher:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout if timeout is not None else None
         futures = []
-        for row in rows:
-            future: asyncio.Future[Any] = loop.create_future()
-            self._queue.append(_QueuedRow(head, row, future, deadline, next(self._order)))
-            futures.append(future)
+        for group in groups:
+            consumers = [_Consumer(head, row, loop.create_future()) for head, row in group]
+            self._queue.append(_QueuedRow(consumers, deadline, next(self._order)))
+            futures.append([consumer.future for consumer in consumers])
         self._wakeup.set()
-        return list(await asyncio.gather(*futures))
+        return futures
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -148,8 +198,7 @@ class Batcher:
             except Exception as error:  # a bug: fail what is queued rather than leave it hanging
                 log.exception("batcher loop error; failing %d queued rows", len(self._queue))
                 for queued in self._queue:
-                    if not queued.future.done():
-                        queued.future.set_exception(HeadFailed(f"the batcher failed: {error!r}"))
+                    queued.fail(HeadFailed(f"the batcher failed: {error!r}"))
                 self._queue.clear()
 
     async def _wait_for_fill(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -165,11 +214,11 @@ class Batcher:
     def _take_batch(self, now: float) -> list[_QueuedRow]:
         live = []
         for queued in self._queue:
-            if queued.future.done():
+            if queued.abandoned:
                 self.stats.dropped_cancelled += 1
             elif queued.deadline is not None and queued.deadline <= now:
                 self.stats.dropped_expired += 1
-                queued.future.set_exception(DeadlineExceeded("the deadline passed while the request was queued"))
+                queued.fail(DeadlineExceeded("the deadline passed while the request was queued"))
             else:
                 live.append(queued)
         if not live:
@@ -187,19 +236,23 @@ class Batcher:
             results = await loop.run_in_executor(self._executor, self._forward, batch)
         except Exception as error:  # the encoder itself failed: every row fails
             log.exception("encoder forward failed for a batch of %d rows", len(batch))
-            results = [HeadFailed(f"the encoder failed: {error}")] * len(batch)
+            results = [[HeadFailed(f"the encoder failed: {error}")] * len(q.consumers) for q in batch]
         finally:
             self._rows_in_forward = 0
-        for queued, result in zip(batch, results):
-            if queued.future.done():
-                continue
-            if isinstance(result, BaseException):
-                queued.future.set_exception(result)
-            else:
-                queued.future.set_result(result)
+        for queued, row_results in zip(batch, results):
+            for consumer, result in zip(queued.consumers, row_results):
+                if consumer.future.done():
+                    continue
+                if isinstance(result, BaseException):
+                    consumer.future.set_exception(result)
+                else:
+                    consumer.future.set_result(result)
 
-    def _forward(self, batch: list[_QueuedRow]) -> list[Any]:
-        """Pad, run the encoder once, then each head on its rows. Inference thread."""
+    def _forward(self, batch: list[_QueuedRow]) -> list[list[Any]]:
+        """Pad, run the encoder once, then each head on the rows it reads.
+
+        Runs on the inference thread; returns, per row, each consumer's result.
+        """
         started = time.perf_counter()
         encoder = self._encoder
         width = max(queued.length for queued in batch)
@@ -209,8 +262,8 @@ class Batcher:
         attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
         for i, queued in enumerate(batch):
             n = queued.length
-            input_ids[i, :n] = torch.tensor(queued.row.input_ids)
-            token_type_ids[i, :n] = torch.tensor(queued.row.token_type_ids)
+            input_ids[i, :n] = torch.tensor(queued.tokens.input_ids)
+            token_type_ids[i, :n] = torch.tensor(queued.tokens.token_type_ids)
             attention_mask[i, :n] = 1
         out = encoder.forward(
             input_ids.to(encoder.device), token_type_ids.to(encoder.device), attention_mask.to(encoder.device)
@@ -221,13 +274,16 @@ class Batcher:
         self.stats.real_tokens += int(attention_mask.sum())
         self.stats.batch_sizes.append(len(batch))
 
-        by_head: dict[int, list[int]] = defaultdict(list)
+        # Each head reads its rows of the batch: (batch index, consumer index) pairs.
+        by_head: dict[int, list[tuple[int, int]]] = defaultdict(list)
         for i, queued in enumerate(batch):
-            by_head[id(queued.head)].append(i)
-        results: list[Any] = [None] * len(batch)
-        for indices in by_head.values():
-            head = batch[indices[0]].head
-            index = torch.tensor(indices, device=encoder.device)
+            for j, consumer in enumerate(queued.consumers):
+                by_head[id(consumer.head)].append((i, j))
+        results: list[list[Any]] = [[None] * len(queued.consumers) for queued in batch]
+        for places in by_head.values():
+            consumers = [batch[i].consumers[j] for i, j in places]
+            head = consumers[0].head
+            index = torch.tensor([i for i, _ in places], device=encoder.device)
             view = EncoderOutputs(
                 sequence_output=out.sequence_output.index_select(0, index),
                 pooled_output=out.pooled_output.index_select(0, index) if out.pooled_output is not None else None,
@@ -235,15 +291,15 @@ class Batcher:
             )
             try:
                 with torch.inference_mode():
-                    head_results = head.forward(view, [batch[i].row for i in indices])
-                if len(head_results) != len(indices):
-                    raise RuntimeError(f"forward returned {len(head_results)} results for {len(indices)} rows")
+                    head_results = head.forward(view, [consumer.row for consumer in consumers])
+                if len(head_results) != len(places):
+                    raise RuntimeError(f"forward returned {len(head_results)} results for {len(places)} rows")
             except Exception as error:
-                log.exception("head %r failed on %d rows", head.name, len(indices))
+                log.exception("head %r failed on %d rows", head.name, len(places))
                 failure = HeadFailed(f"head {head.name!r} failed: {error}", metadata={"head": head.name})
-                head_results = [failure] * len(indices)
-            for i, result in zip(indices, head_results):
-                results[i] = result
+                head_results = [failure] * len(places)
+            for (i, j), result in zip(places, head_results):
+                results[i][j] = result
         log.debug(
             "forward of %d rows x %d tokens in %.1f ms", len(batch), width, 1000 * (time.perf_counter() - started)
         )

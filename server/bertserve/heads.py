@@ -9,12 +9,14 @@ output (`postprocess`). Heads never run the encoder themselves.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import torch
+
+from .schema import from_json, json_schema, to_json
 
 if TYPE_CHECKING:
     from .config import ServerConfig
@@ -71,15 +73,41 @@ class Head(ABC, Generic[InputT, OutputT]):
     """Base class of every task head.
 
     Subclasses set `name` (unique on the server), `task` (which typed service
-    reaches it, e.g. ``"sentiment"``) and `description`, and implement the four
-    methods below. `load` runs once at start-up; `preprocess` and
-    `postprocess` run on the event loop for each request; `forward` runs on
-    the inference thread for the head's rows of every batch.
+    reaches it, e.g. ``"sentiment"``), `description`, and `input_type` and
+    `output_type`: frozen dataclasses whose JSON Schemas the generic
+    `Predict` and `Analyze` RPCs publish and validate against. A head that
+    can read a plain text (or text pair) names the input fields that take it
+    in `text_fields`, which lets `Analyze` run it on a shared encoder pass.
+
+    `load` runs once at start-up; `preprocess` and `postprocess` run for each
+    request on a worker thread; `forward` runs on the inference thread for the
+    head's rows of every batch.
     """
 
     name: str = ""
     task: str = ""
     description: str = ""
+    input_type: type[InputT]
+    output_type: type[OutputT]
+    text_fields: tuple[str, ...] = ()
+
+    def input_schema(self) -> dict[str, Any]:
+        """JSON Schema of one input, derived from `input_type`."""
+        return json_schema(self.input_type)
+
+    def output_schema(self) -> dict[str, Any]:
+        """JSON Schema of one output, derived from `output_type`."""
+        return json_schema(self.output_type)
+
+    def parse_input(self, data: Mapping[str, Any]) -> InputT:
+        """An `input_type` from JSON data that passed `input_schema()`."""
+        return from_json(self.input_type, data)
+
+    def render_output(self, output: OutputT) -> dict[str, Any]:
+        """JSON data for one output."""
+        rendered = to_json(output)
+        assert isinstance(rendered, dict)
+        return rendered
 
     @abstractmethod
     def load(self, context: HeadLoadContext) -> HeadDescription:

@@ -1,8 +1,10 @@
 """The pluggy hook specifications of bertserve (project name ``bertserve``).
 
-A plugin is a module or object with functions marked `@hookimpl`, found
-through the ``bertserve.heads`` entry-point group. Hooks only register
-objects; per-request behaviour lives on the registered `Head`.
+A plugin is a module (or object) with functions marked `@hookimpl`, found
+through the ``bertserve.heads`` entry-point group. It declares the plugin API
+version it targets as ``BERTSERVE_API_VERSION = "1.0"``; a plugin for another
+major version, or a newer minor one, is refused with a clear message. Hooks
+only register objects; per-request behaviour lives on the registered `Head`.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import pluggy
 if TYPE_CHECKING:
     from .config import ServerConfig
     from .heads import Head
+    from .service_definition import ServiceDefinition
 
 PROJECT_NAME = "bertserve"
+API_VERSION = "1.0"
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
@@ -36,4 +40,30 @@ def register_heads(register: Callable[[Head], None], config: ServerConfig) -> No
         @hookimpl
         def register_heads(register, config):
             register(MyHead())
+    """
+
+
+@hookspec
+def register_services(register: Callable[[ServiceDefinition], None], config: ServerConfig) -> None:
+    """Register typed gRPC services this plugin adds, generated from its own `.proto`.
+
+    Call ``register(ServiceDefinition(name, add_to_server, heads))`` per
+    service. `name` is the fully qualified service name (``acme.v1.EmotionService``);
+    `add_to_server(server, runner)` adds the servicer to the `grpc.aio.Server`,
+    and the servicer answers through ``runner.head(...)`` and
+    ``await runner.run(...)`` so its requests share the encoder batches;
+    `heads` names the heads it needs, and health reports the service SERVING
+    once they have all loaded. Reflection lists the service. The built-in
+    task services are registered through this same hook.
+
+    Example::
+
+        @hookimpl
+        def register_services(register, config):
+            register(ServiceDefinition(
+                name="acme.v1.EmotionService",
+                add_to_server=lambda server, runner: emotion_pb2_grpc.add_EmotionServiceServicer_to_server(
+                    EmotionServicer(runner), server),
+                heads=("emotion",),
+            ))
     """

@@ -113,7 +113,7 @@ class SentimentService(sentiment_pb2_grpc.SentimentServiceServicer):
                 sentiment_pb2.SentimentResult(
                     label=o.label,
                     score=o.score,
-                    scores=[sentiment_pb2.LabelScore(label=label, score=score) for label, score in o.scores],
+                    scores=[sentiment_pb2.LabelScore(label=s.label, score=s.score) for s in o.scores],
                 )
                 for o in outputs
             ]
