@@ -14,7 +14,7 @@ import pytest
 from bertserve import EncodedRow, EncoderOutputs, Head, HeadDescription, HeadLoadContext, hookimpl
 from bertserve.background import BackgroundServer
 from bertserve.config import ServerConfig
-from bertserve.plugin_manager import DuplicateHeadError, discover_plugins, register_heads
+from bertserve.plugin_manager import DuplicateNameError, discover_plugins, register_plugins
 from bertserve.tasks import ClassificationOutput, TextClassificationInput
 from bertserve_client.v1 import model_pb2, model_pb2_grpc
 from bertserve_client.v1 import sentiment_pb2 as st
@@ -31,10 +31,11 @@ BUILT_INS = [
 
 
 def test_built_in_heads_come_from_the_public_entry_point_group() -> None:
-    plugins = dict(discover_plugins("bertserve.heads"))
-    names = {label.split(" ")[0] for label in plugins}
-    assert {"fill-mask", "next-sentence", "sentiment", "question-answering"} <= names
-    registry = register_heads(ServerConfig(), plugins.items())
+    plugins = discover_plugins("bertserve.heads")
+    builtin = {p.name: p for p in plugins if p.package == "bertserve"}
+    assert set(builtin) == {"fill-mask", "next-sentence", "sentiment", "question-answering"}
+    assert all(p.version for p in builtin.values())
+    registry = register_plugins(ServerConfig(), plugins)
     assert {r.head.name for r in registry.records()} >= {
         "fill-mask",
         "next-sentence",
@@ -44,19 +45,23 @@ def test_built_in_heads_come_from_the_public_entry_point_group() -> None:
 
 
 class _AnotherSentiment:
+    BERTSERVE_API_VERSION = "1.0"
+
     @hookimpl
     def register_heads(self, register, config):  # type: ignore[no-untyped-def]
         register(SentimentHead())
 
 
 def test_duplicate_head_name_fails_start_up_naming_both_plugins() -> None:
-    with pytest.raises(DuplicateHeadError) as raised:
-        register_heads(ServerConfig(), [*BUILT_INS, ("acme-sentiment", _AnotherSentiment())])
+    with pytest.raises(DuplicateNameError) as raised:
+        register_plugins(ServerConfig(), [*BUILT_INS, ("acme-sentiment", _AnotherSentiment())])
     message = str(raised.value)
     assert "'sentiment'" in message and "acme-sentiment" in message and "sentiment" in message
 
 
 class _RaisingPlugin:
+    BERTSERVE_API_VERSION = "1.0"
+
     @hookimpl
     def register_heads(self, register, config):  # type: ignore[no-untyped-def]
         raise RuntimeError("broken plugin")
@@ -80,6 +85,8 @@ class _ExplodingForwardHead(SentimentHead):
 
 
 class _TroublePlugin:
+    BERTSERVE_API_VERSION = "1.0"
+
     @hookimpl
     def register_heads(self, register, config):  # type: ignore[no-untyped-def]
         register(_ExplodingLoadHead())

@@ -10,7 +10,9 @@ from .encoder import SharedEncoder
 from .errors import BertServeError, HeadUnavailable, InputError
 from .headfile import HeadFileMetadata, frozen_linear, load_head_file, save_head_file
 from .heads import EncodedRow, EncoderOutputs, Head, HeadDescription, HeadLoadContext
-from .hookspecs import hookimpl
+from .hookspecs import API_VERSION, hookimpl
+from .runtime import HeadRunner
+from .service_definition import ServiceDefinition
 from .tasks import (
     AnswerSpan,
     ClassificationOutput,
@@ -30,6 +32,9 @@ from .text import encode, require_text
 __version__ = "0.1.0"
 
 __all__ = [
+    "API_VERSION",
+    "HeadRunner",
+    "ServiceDefinition",
     "AnswerSpan",
     "BertServeError",
     "ClassificationOutput",

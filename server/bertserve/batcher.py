@@ -100,11 +100,15 @@ class Batcher:
         self.forward_cost_tokens = config.forward_cost_tokens
         self.stats = BatcherStats()
 
-    def start(self) -> None:
-        """Start the owner task on the running event loop."""
+    def calibrate(self) -> None:
+        """Measure the forward cost unless configured; blocking, call it off the event loop."""
         if self.forward_cost_tokens is None:
             self.forward_cost_tokens = measure_forward_cost_tokens(self._encoder)
             log.info("one encoder forward costs as much as %.0f tokens of padding", self.forward_cost_tokens)
+
+    def start(self) -> None:
+        """Start the owner task on the running event loop."""
+        self.calibrate()
         self._owner = asyncio.get_running_loop().create_task(self._run(), name="bertserve-batcher")
 
     async def stop(self) -> None:

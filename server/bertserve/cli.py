@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -106,6 +107,8 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"])
     parser.add_argument("--max-sequence-length", type=int, default=None, help="cap on input tokens")
+    parser.add_argument("--plugins-allow", default=None, help="comma-separated plugins to use (default: all)")
+    parser.add_argument("--plugins-deny", default=None, help="comma-separated plugins not to use")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
 
@@ -122,8 +125,10 @@ def _config(args: argparse.Namespace, **overrides: Any) -> ServerConfig:
         device=args.device,
         dtype=args.dtype,
         max_sequence_length=args.max_sequence_length,
+        plugins_allow=tuple(args.plugins_allow.split(",")) if args.plugins_allow else None,
+        plugins_deny=tuple(args.plugins_deny.split(",")) if args.plugins_deny else (),
         **overrides,
-    )
+    ).with_environment(os.environ)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -164,9 +169,11 @@ async def _serve_async(config: ServerConfig) -> int:
 
 
 def _heads(args: argparse.Namespace) -> int:
+    from . import __version__
     from .default_model import default_model_path
     from .encoder import SharedEncoder
-    from .plugin_manager import discover_plugins, load_heads, register_heads
+    from .plugin_manager import Plugin, discover_plugins, load_heads, register_plugins
+    from .services import builtin
 
     config = _config(args)
     encoder = SharedEncoder.load(
@@ -175,10 +182,19 @@ def _heads(args: argparse.Namespace) -> int:
         dtype=config.dtype,
         max_sequence_length=config.max_sequence_length,
     )
-    registry = register_heads(config, discover_plugins(config.plugin_entry_point_group))
+    core = Plugin(builtin.PLUGIN_NAME, builtin, "bertserve", __version__)
+    registry = register_plugins(config, [core, *discover_plugins(config.plugin_entry_point_group)])
     load_heads(registry, encoder, config)
     rows = [
-        {"name": r.head.name, "task": r.head.task, "state": r.state.value, "plugin": r.plugin, "reason": r.reason}
+        {
+            "name": r.head.name,
+            "task": r.head.task,
+            "state": r.state.value,
+            "plugin": r.plugin.name,
+            "package": r.plugin.package,
+            "version": r.plugin.version,
+            "reason": r.reason,
+        }
         for r in registry.records()
     ]
     problems = [{"plugin": p.plugin, "error": p.error} for p in registry.problems]
@@ -187,7 +203,8 @@ def _heads(args: argparse.Namespace) -> int:
         return 0
     print(f"encoder: {encoder.model_name} ({encoder.device}, {encoder.dtype_name}, fingerprint {encoder.fingerprint})")
     for row in rows:
-        print(f"  {row['name']:<20} {row['state']:<12} {row['plugin']}\n  {'':<20} {row['reason']}")
+        source = f"{row['package']} {row['version']}".strip() or row["plugin"]
+        print(f"  {row['name']:<20} {row['state']:<12} {source}\n  {'':<20} {row['reason']}")
     for problem in problems:
         print(f"  plugin {problem['plugin']} not loaded: {problem['error']}")
     return 0

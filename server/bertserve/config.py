@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 DEFAULT_PORT = 50051
@@ -50,7 +51,8 @@ class ServerConfig:
     encoder. `head_files` maps a head name (e.g. ``"sentiment"``) to its head
     file. `device` is ``"auto"``, ``"cpu"`` or ``"cuda[:N]"``; `dtype` is
     ``"auto"`` (float32 on CPU, bfloat16 or float16 on CUDA), ``"float32"``,
-    ``"float16"`` or ``"bfloat16"``.
+    ``"float16"`` or ``"bfloat16"``. `plugins_allow` (None: all) and
+    `plugins_deny` hold plugin entry-point or distribution names.
     """
 
     model: str | None = None
@@ -63,3 +65,23 @@ class ServerConfig:
     max_inputs_per_request: int = 1024
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     plugin_entry_point_group: str = "bertserve.heads"
+    plugins_allow: tuple[str, ...] | None = None
+    plugins_deny: tuple[str, ...] = ()
+
+    def with_environment(self, environ: Mapping[str, str]) -> ServerConfig:
+        """This config with the plugin allow/deny lists of the environment added.
+
+        ``BERTSERVE_PLUGINS_ALLOW`` and ``BERTSERVE_PLUGINS_DENY`` are
+        comma-separated entry-point or distribution names.
+        """
+        allow = _names(environ.get("BERTSERVE_PLUGINS_ALLOW", ""))
+        deny = _names(environ.get("BERTSERVE_PLUGINS_DENY", ""))
+        return replace(
+            self,
+            plugins_allow=(*(self.plugins_allow or ()), *allow) if allow or self.plugins_allow is not None else None,
+            plugins_deny=(*self.plugins_deny, *deny),
+        )
+
+
+def _names(value: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in value.split(",") if name.strip())

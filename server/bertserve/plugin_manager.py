@@ -1,16 +1,18 @@
-"""Plugin discovery and head loading.
+"""Plugin discovery, registration and head loading.
 
 Plugins come from the ``bertserve.heads`` entry-point group (the built-in
 heads too) or are passed in directly (tests, embedding applications). Each
-plugin's `register_heads` runs on its own, so one plugin that raises is
-reported and the others still load; so is each head's `load`.
+plugin's hooks run on their own, so one plugin that fails to import, targets
+another plugin API version, or raises while registering is reported and the
+others still load; so is each head's `load`. Duplicate head or service names
+fail start-up.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from importlib.metadata import entry_points
 from typing import Any
@@ -22,12 +24,9 @@ from .config import ServerConfig
 from .encoder import SharedEncoder
 from .errors import HeadNotFound, HeadNotLoaded, HeadUnavailable
 from .heads import Head, HeadLoadContext
+from .service_definition import ServiceDefinition
 
 log = logging.getLogger(__name__)
-
-
-class DuplicateHeadError(ValueError):
-    """Two plugins registered heads with the same name; start-up must fail."""
 
 
 def get_plugin_manager() -> pluggy.PluginManager:
@@ -35,6 +34,16 @@ def get_plugin_manager() -> pluggy.PluginManager:
     manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
     manager.add_hookspecs(hookspecs)
     return manager
+
+
+@dataclass(frozen=True)
+class Plugin:
+    """A plugin object with where it came from: entry-point name, distribution, version."""
+
+    name: str
+    obj: object
+    package: str = ""
+    version: str = ""
 
 
 class HeadState(str, Enum):
@@ -51,7 +60,7 @@ class HeadRecord:
     """A registered head, the plugin that registered it and its load outcome."""
 
     head: Head[Any, Any]
-    plugin: str
+    plugin: Plugin
     state: HeadState = HeadState.REGISTERED
     reason: str = ""
     labels: tuple[str, ...] = ()
@@ -59,44 +68,67 @@ class HeadRecord:
 
 @dataclass(frozen=True)
 class PluginProblem:
-    """A plugin that could not be imported or whose registration raised."""
+    """A plugin that was not used: import failure, API mismatch, denied, or raised."""
 
     plugin: str
     error: str
 
 
+class DuplicateNameError(ValueError):
+    """Two plugins registered heads (or services) with the same name; start-up must fail."""
+
+
+@dataclass
 class HeadRegistry:
-    """All registered heads by name, with their states."""
+    """All registered heads by name with their states, and the plugins' services."""
 
-    def __init__(self) -> None:
-        self._records: dict[str, HeadRecord] = {}
-        self.problems: list[PluginProblem] = []
+    _records: dict[str, HeadRecord] = field(default_factory=dict)
+    services: list[ServiceDefinition] = field(default_factory=list)
+    problems: list[PluginProblem] = field(default_factory=list)
 
-    def add(self, head: Head[Any, Any], plugin: str) -> None:
+    def add(self, head: Head[Any, Any], plugin: Plugin) -> None:
         if not isinstance(head, Head):
-            raise TypeError(f"plugin {plugin} registered {head!r}, which is not a bertserve.Head")
+            raise TypeError(f"plugin {plugin.name} registered {head!r}, which is not a bertserve.Head")
         if not head.name or not head.task:
-            raise ValueError(f"plugin {plugin} registered {type(head).__name__} without a name or task")
+            raise ValueError(f"plugin {plugin.name} registered {type(head).__name__} without a name or task")
         if head.name in self._records:
-            other = self._records[head.name].plugin
-            raise DuplicateHeadError(
-                f"duplicate head name {head.name!r}: registered by {other} and by {plugin}; "
+            other = self._records[head.name].plugin.name
+            raise DuplicateNameError(
+                f"duplicate head name {head.name!r}: registered by plugin {other} and by plugin {plugin.name}; "
                 "uninstall or deny one of the plugins"
             )
         self._records[head.name] = HeadRecord(head, plugin)
 
+    def add_service(self, service: ServiceDefinition, plugin: Plugin) -> None:
+        if not isinstance(service, ServiceDefinition):
+            raise TypeError(f"plugin {plugin.name} registered {service!r}, which is not a bertserve.ServiceDefinition")
+        if any(existing.name == service.name for existing in self.services):
+            raise DuplicateNameError(f"duplicate gRPC service {service.name!r} (plugin {plugin.name})")
+        self.services.append(service)
+
     def records(self) -> list[HeadRecord]:
         return list(self._records.values())
 
-    def get(self, name: str, *, task: str) -> Head[Any, Any]:
-        """The loaded head `name` for `task`, or the error a client should see."""
+    def record(self, name: str) -> HeadRecord:
+        """The record of head `name`, or NOT_FOUND naming the heads there are."""
         record = self._records.get(name)
-        if record is None or record.head.task != task:
+        if record is None:
+            raise HeadNotFound(
+                f"no head named {name!r}; heads on this server: {', '.join(sorted(self._records)) or 'none'}",
+                metadata={"head": name},
+            )
+        return record
+
+    def get(self, name: str, *, task: str | None = None) -> Head[Any, Any]:
+        """The loaded head `name` (of `task`, when given), or the error a client should see."""
+        record = self._records.get(name)
+        if task is not None and (record is None or record.head.task != task):
             known = sorted(r.head.name for r in self._records.values() if r.head.task == task)
             raise HeadNotFound(
                 f"no {task} head named {name!r}; {task} heads on this server: {', '.join(known) or 'none'}",
                 metadata={"head": name, "task": task},
             )
+        record = self.record(name)
         if record.state is not HeadState.LOADED:
             raise HeadNotLoaded(
                 f"head {name!r} is not loaded: {record.reason}", metadata={"head": name, "state": record.state.value}
@@ -104,49 +136,86 @@ class HeadRegistry:
         return record.head
 
 
-def discover_plugins(group: str) -> list[tuple[str, object]]:
-    """Import every entry point of `group`; import errors are returned as problems."""
-    found: list[tuple[str, object]] = []
+def discover_plugins(group: str) -> list[Plugin]:
+    """Import every entry point of `group`; an import error becomes a plugin that reports it."""
+    found: list[Plugin] = []
     for entry_point in sorted(entry_points(group=group), key=lambda ep: ep.name):
-        label = _entry_point_label(entry_point)
+        dist = getattr(entry_point, "dist", None)
+        package, version = (dist.name, dist.version) if dist is not None else ("", "")
         try:
-            found.append((label, entry_point.load()))
+            obj: object = entry_point.load()
         except Exception as error:
-            log.exception("plugin %s failed to import", label)
-            found.append((label, _ImportFailure(error)))
+            log.exception("plugin %s failed to import", entry_point.name)
+            obj = _ImportFailure(error)
+        found.append(Plugin(entry_point.name, obj, package, version))
     return found
 
 
-def register_heads(config: ServerConfig, plugins: Iterable[tuple[str, object]]) -> HeadRegistry:
-    """Run every plugin's `register_heads` hook and collect the heads.
+def register_plugins(config: ServerConfig, plugins: Iterable[Plugin | tuple[str, object]]) -> HeadRegistry:
+    """Run every usable plugin's hooks and collect its heads and services.
 
-    A duplicate head name is a configuration error and raises DuplicateHeadError.
+    A plugin is skipped, and reported in `HeadRegistry.problems`, when it is
+    denied (or not allowed) by the configuration, failed to import, targets
+    an incompatible plugin API version, or raises while registering.
+    Duplicate head or service names raise `DuplicateNameError`.
     """
     manager = get_plugin_manager()
     registry = HeadRegistry()
-    for label, plugin in plugins:
-        if isinstance(plugin, _ImportFailure):
-            registry.problems.append(PluginProblem(label, f"import failed: {plugin.error!r}"))
+    by_name: dict[str, Plugin] = {}
+    for plugin in (p if isinstance(p, Plugin) else Plugin(*p) for p in plugins):
+        problem = _why_unusable(plugin, config)
+        if problem is not None:
+            registry.problems.append(PluginProblem(plugin.name, problem))
+            log.warning("plugin %s not used: %s", plugin.name, problem)
             continue
         try:
-            manager.register(plugin, name=label)
-        except ValueError as error:  # pluggy refuses a plugin registered twice
-            registry.problems.append(PluginProblem(label, str(error)))
+            manager.register(plugin.obj, name=plugin.name)
+        except ValueError as error:  # pluggy refuses the same object or name twice
+            registry.problems.append(PluginProblem(plugin.name, str(error)))
+            continue
+        by_name[plugin.name] = plugin
     manager.check_pending()
-    for impl in manager.hook.register_heads.get_hookimpls():
-        label = impl.plugin_name
+    for hook_name, add in (("register_heads", registry.add), ("register_services", registry.add_service)):
+        for impl in getattr(manager.hook, hook_name).get_hookimpls():
+            plugin = by_name[impl.plugin_name]
 
-        def register(head: Head[Any, Any], _label: str = label) -> None:
-            registry.add(head, _label)
+            def register(obj: Any, _plugin: Plugin = plugin, _add: Any = add) -> None:
+                _add(obj, _plugin)
 
-        try:
-            impl.function(register=register, config=config)
-        except DuplicateHeadError:
-            raise
-        except Exception as error:
-            registry.problems.append(PluginProblem(label, f"register_heads raised: {error!r}"))
-            log.exception("plugin %s failed to register its heads", label)
+            try:
+                impl.function(register=register, config=config)
+            except DuplicateNameError:
+                raise
+            except Exception as error:
+                registry.problems.append(PluginProblem(plugin.name, f"{hook_name} raised: {error!r}"))
+                log.exception("plugin %s failed in %s", plugin.name, hook_name)
     return registry
+
+
+def _why_unusable(plugin: Plugin, config: ServerConfig) -> str | None:
+    names = {plugin.name, plugin.package} - {""}
+    if config.plugins_allow is not None and not names & set(config.plugins_allow):
+        return "not in the plugin allow list (BERTSERVE_PLUGINS_ALLOW / plugins_allow)"
+    if names & set(config.plugins_deny):
+        return "denied by the plugin deny list (BERTSERVE_PLUGINS_DENY / plugins_deny)"
+    if isinstance(plugin.obj, _ImportFailure):
+        return f"import failed: {plugin.obj.error!r}"
+    return api_version_problem(getattr(plugin.obj, "BERTSERVE_API_VERSION", None))
+
+
+def api_version_problem(declared: object) -> str | None:
+    """Why a plugin targeting plugin API `declared` cannot load here, or None."""
+    offered = hookspecs.API_VERSION
+    if declared is None:
+        return f'declares no BERTSERVE_API_VERSION; add BERTSERVE_API_VERSION = "{offered}" to the plugin module'
+    try:
+        major, minor = (int(part) for part in str(declared).split("."))
+    except ValueError:
+        return f"BERTSERVE_API_VERSION {declared!r} is not MAJOR.MINOR"
+    server_major, server_minor = (int(part) for part in offered.split("."))
+    if major != server_major or minor > server_minor:
+        return f"targets plugin API {declared}, but this server offers {offered}; use a plugin release for {offered}"
+    return None
 
 
 def load_heads(registry: HeadRegistry, encoder: SharedEncoder, config: ServerConfig) -> None:
@@ -165,7 +234,7 @@ def load_heads(registry: HeadRegistry, encoder: SharedEncoder, config: ServerCon
             continue
         except Exception as error:
             record.state, record.reason = HeadState.FAILED, f"loading raised {error!r}"
-            log.exception("head %s (plugin %s) failed to load", head.name, record.plugin)
+            log.exception("head %s (plugin %s) failed to load", head.name, record.plugin.name)
             continue
         record.state, record.reason, record.labels = HeadState.LOADED, description.source, description.labels
         log.info("head %s loaded: %s", head.name, description.source)
@@ -174,10 +243,3 @@ def load_heads(registry: HeadRegistry, encoder: SharedEncoder, config: ServerCon
 @dataclass(frozen=True)
 class _ImportFailure:
     error: BaseException
-
-
-def _entry_point_label(entry_point: Any) -> str:
-    dist = getattr(entry_point, "dist", None)
-    if dist is not None:
-        return f"{entry_point.name} ({dist.name} {dist.version})"
-    return str(entry_point.name)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, TypeVar
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
 
 import grpc
 
@@ -14,19 +16,56 @@ from .encoder import SharedEncoder
 from .errors import FieldViolation, InputError, InvalidArgument
 from .heads import EncodedRow, Head
 from .plugin_manager import HeadRegistry
+from .schema import schema_violations
 
 InputT = TypeVar("InputT")
 OutputT = TypeVar("OutputT")
+T = TypeVar("T")
+
+
+class HeadRunner(Protocol):
+    """What a gRPC servicer uses to answer through the heads (public plugin API)."""
+
+    def head(self, name: str, *, task: str) -> Head[Any, Any]:
+        """The loaded head `name` of `task` (empty name: the head named like the task)."""
+        ...
+
+    async def run(
+        self,
+        head: Head[InputT, OutputT],
+        items: Sequence[InputT],
+        context: grpc.aio.ServicerContext,
+        *,
+        field_of: Callable[[int], str],
+    ) -> list[OutputT]:
+        """Run `items` through `head` in the shared batches; see `Runtime.run`."""
+        ...
 
 
 @dataclass
 class Runtime:
-    """Everything a request handler needs, built once at start-up."""
+    """Everything a request handler needs, built once at start-up.
+
+    Pre- and postprocessing run on one worker thread, off the event loop:
+    one, because a fast tokenizer's truncation settings are shared state
+    that concurrent calls would race on.
+    """
 
     config: ServerConfig
     encoder: SharedEncoder
     registry: HeadRegistry
     batcher: Batcher
+    worker: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="bertserve-prepost")
+    )
+
+    async def _offload(self, function: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.worker, function, *args)
+
+    async def close(self) -> None:
+        """Stop the batcher and the worker thread."""
+        await self.batcher.stop()
+        self.worker.shutdown(wait=True)
 
     def head(self, name: str, *, task: str) -> Head[Any, Any]:
         """The loaded head for a request's `head` field (empty: the task's default)."""
@@ -44,18 +83,156 @@ class Runtime:
 
         `field_of(i)` names item i on the wire (e.g. ``texts[3]``) so input
         errors point at the right field. All bad items are reported at once.
+        Pre- and postprocessing run on worker threads, off the event loop.
         """
-        if not items:
+        self._check_count(len(items), field_of)
+        rows_per_item = await self._offload(self._preprocess_all, head, items, field_of)
+        flat_rows = [row for rows in rows_per_item for row in rows]
+        results = await self.batcher.submit(head, flat_rows, timeout=context.time_remaining())
+        return await self._offload(self._postprocess_all, head, items, rows_per_item, results)
+
+    async def predict(self, name: str, data: Mapping[str, Any], context: grpc.aio.ServicerContext) -> dict[str, Any]:
+        """Validate JSON `data` against head `name`'s input schema, run it, render the output."""
+        head = self.registry.get(name)
+        item = parse_head_input(head, data, prefix="input")
+        (output,) = await self.run(head, [item], context, field_of=lambda _: "input")
+        return head.render_output(output)
+
+    async def analyze(
+        self,
+        texts: Sequence[tuple[str, str | None]],
+        requests: Sequence[tuple[str, Mapping[str, Any]]],
+        context: grpc.aio.ServicerContext,
+    ) -> list[list[dict[str, Any]]]:
+        """Run several heads on the same texts from ONE encoder pass per text.
+
+        `texts` are (text, text_pair or None); `requests` are (head name,
+        options). Returns, per text, each head's rendered output in request
+        order. Heads whose rows for a text tokenize alike share one encoder
+        row; a head that tokenizes differently gets its own row in the same
+        batch rather than a wrong answer.
+        """
+        self._check_count(len(texts), lambda i: f"inputs[{i}]")
+        if not requests:
             raise InvalidArgument(
-                f"the request holds no inputs; send between 1 and {self.config.max_inputs_per_request}",
-                field_violations=[FieldViolation(field_of(0).split("[")[0], "must not be empty")],
+                "the request names no heads; list at least one in heads",
+                field_violations=[FieldViolation("heads", "must not be empty")],
             )
-        if len(items) > self.config.max_inputs_per_request:
+        heads = [self.registry.get(name) for name, _ in requests]
+        items_per_head = [
+            self._analyze_items(index, head, options, texts)
+            for index, (head, (_, options)) in enumerate(zip(heads, requests))
+        ]
+        rows = await self._offload(self._analyze_rows, heads, items_per_head)
+        groups: list[list[tuple[Head[Any, Any], EncodedRow]]] = []
+        owners: list[tuple[int, int]] = []  # (text index, group index) per group
+        for text_index in range(len(texts)):
+            by_tokens: dict[tuple[tuple[int, ...], tuple[int, ...]], list[tuple[Head[Any, Any], EncodedRow]]] = {}
+            for head_index, head in enumerate(heads):
+                for row in rows[head_index][text_index]:
+                    key = (tuple(row.input_ids), tuple(row.token_type_ids))
+                    by_tokens.setdefault(key, []).append((head, row))
+            for group in by_tokens.values():
+                owners.append((text_index, len(groups)))
+                groups.append(group)
+        results = await self.batcher.submit_shared(groups, timeout=context.time_remaining())
+        for group_results in results:
+            for result in group_results:
+                if isinstance(result, BaseException):
+                    raise result
+        return await self._offload(self._analyze_outputs, heads, items_per_head, rows, groups, results, len(texts))
+
+    def _analyze_items(
+        self, index: int, head: Head[Any, Any], options: Mapping[str, Any], texts: Sequence[tuple[str, str | None]]
+    ) -> list[Any]:
+        where = f"heads[{index}]"
+        if not head.text_fields:
             raise InvalidArgument(
-                f"the request holds {len(items)} inputs; at most {self.config.max_inputs_per_request} are allowed "
-                "per call, split it",
-                field_violations=[FieldViolation(field_of(0).split("[")[0], "too many inputs")],
+                f"head {head.name!r} cannot analyze texts (its input is {sorted(head.input_schema()['properties'])}); "
+                "call it with Predict instead",
+                field_violations=[FieldViolation(f"{where}.head", "this head takes no plain text input")],
             )
+        taken = [field for field in head.text_fields if field in options]
+        if taken:
+            raise InvalidArgument(
+                f"options for head {head.name!r} set {taken}, which Analyze fills from inputs",
+                field_violations=[FieldViolation(f"{where}.options.{field}", "filled from inputs") for field in taken],
+            )
+        items = []
+        for text_index, (text, pair) in enumerate(texts):
+            if (pair is not None) != (len(head.text_fields) == 2):
+                wanted = "a text pair (text and text_pair)" if len(head.text_fields) == 2 else "a single text"
+                raise InvalidArgument(
+                    f"head {head.name!r} reads {wanted}; inputs[{text_index}] does not match",
+                    field_violations=[FieldViolation(f"inputs[{text_index}]", f"head {head.name!r} reads {wanted}")],
+                )
+            data = {**options, **dict(zip(head.text_fields, (text, pair) if pair is not None else (text,)))}
+            items.append(parse_head_input(head, data, prefix=f"{where}.options"))
+        return items
+
+    def _analyze_rows(
+        self, heads: Sequence[Head[Any, Any]], items_per_head: Sequence[Sequence[Any]]
+    ) -> list[list[list[EncodedRow]]]:
+        rows: list[list[list[EncodedRow]]] = []
+        violations: list[FieldViolation] = []
+        for head, items in zip(heads, items_per_head):
+            head_rows = []
+            for text_index, item in enumerate(items):
+                try:
+                    head_rows.append(head.preprocess(item))
+                except InputError as error:
+                    violations.append(
+                        FieldViolation(f"inputs[{text_index}]", f"head {head.name!r}: {error.description}")
+                    )
+                    head_rows.append([])
+            rows.append(head_rows)
+        _raise_for(violations)
+        return rows
+
+    @staticmethod
+    def _analyze_outputs(
+        heads: Sequence[Head[Any, Any]],
+        items_per_head: Sequence[Sequence[Any]],
+        rows: Sequence[Sequence[Sequence[EncodedRow]]],
+        groups: Sequence[Sequence[tuple[Head[Any, Any], EncodedRow]]],
+        results: Sequence[Sequence[Any]],
+        text_count: int,
+    ) -> list[list[dict[str, Any]]]:
+        result_of = {
+            id(row): result
+            for group, group_results in zip(groups, results)
+            for (_, row), result in zip(group, group_results)
+        }
+        outputs = []
+        for text_index in range(text_count):
+            per_head = []
+            for head_index, head in enumerate(heads):
+                head_rows = rows[head_index][text_index]
+                output = head.postprocess(
+                    items_per_head[head_index][text_index], head_rows, [result_of[id(row)] for row in head_rows]
+                )
+                per_head.append(head.render_output(output))
+            outputs.append(per_head)
+        return outputs
+
+    def _check_count(self, count: int, field_of: Callable[[int], str]) -> None:
+        limit = self.config.max_inputs_per_request
+        name = field_of(0).split("[")[0]
+        if count == 0:
+            raise InvalidArgument(
+                f"the request holds no inputs; send between 1 and {limit}",
+                field_violations=[FieldViolation(name, "must not be empty")],
+            )
+        if count > limit:
+            raise InvalidArgument(
+                f"the request holds {count} inputs; at most {limit} are allowed per call, split it",
+                field_violations=[FieldViolation(name, "too many inputs")],
+            )
+
+    @staticmethod
+    def _preprocess_all(
+        head: Head[Any, Any], items: Sequence[Any], field_of: Callable[[int], str]
+    ) -> list[list[EncodedRow]]:
         rows_per_item: list[list[EncodedRow]] = []
         violations: list[FieldViolation] = []
         for index, item in enumerate(items):
@@ -63,18 +240,43 @@ class Runtime:
                 rows_per_item.append(head.preprocess(item))
             except InputError as error:
                 violations.append(FieldViolation(_field_path(field_of(index), error.field), error.description))
-        if violations:
-            summary = "; ".join(f"{v.field}: {v.description}" for v in violations[:3])
-            more = f" (and {len(violations) - 3} more)" if len(violations) > 3 else ""
-            raise InvalidArgument(f"invalid input: {summary}{more}", field_violations=violations)
-        flat_rows = [row for rows in rows_per_item for row in rows]
-        results = await self.batcher.submit(head, flat_rows, timeout=context.time_remaining())
+        _raise_for(violations)
+        return rows_per_item
+
+    @staticmethod
+    def _postprocess_all(
+        head: Head[Any, Any],
+        items: Sequence[Any],
+        rows_per_item: Sequence[Sequence[EncodedRow]],
+        results: Sequence[Any],
+    ) -> list[Any]:
         outputs = []
         offset = 0
         for item, rows in zip(items, rows_per_item):
             outputs.append(head.postprocess(item, rows, results[offset : offset + len(rows)]))
             offset += len(rows)
         return outputs
+
+
+def parse_head_input(head: Head[Any, Any], data: Mapping[str, Any], *, prefix: str) -> Any:
+    """Validate JSON `data` against the head's input schema and build its input.
+
+    Every violation is reported at once as INVALID_ARGUMENT with field paths
+    under `prefix` (e.g. ``input.top_k``).
+    """
+    violations = schema_violations(head.input_schema(), dict(data), prefix=prefix)
+    if violations:
+        _raise_for([FieldViolation(field, description) for field, description in violations], head=head.name)
+    return head.parse_input(data)
+
+
+def _raise_for(violations: Sequence[FieldViolation], head: str | None = None) -> None:
+    if not violations:
+        return
+    summary = "; ".join(f"{v.field}: {v.description}" for v in violations[:3])
+    more = f" (and {len(violations) - 3} more)" if len(violations) > 3 else ""
+    subject = f"invalid input for head {head!r}" if head else "invalid input"
+    raise InvalidArgument(f"{subject}: {summary}{more}", field_violations=violations)
 
 
 def _field_path(item_path: str, sub_field: str | None) -> str:
@@ -84,10 +286,13 @@ def _field_path(item_path: str, sub_field: str | None) -> str:
     the head's name for the text is dropped; request-wide options such as
     ``top_k`` are reported by their own name.
     """
-    if sub_field is None or sub_field == "text":
+    if sub_field is None:
         return item_path
-    if sub_field in _REQUEST_OPTIONS:
-        return sub_field
+    if "[" in item_path:  # an item of a typed service's repeated field
+        if sub_field == "text":
+            return item_path
+        if sub_field in _REQUEST_OPTIONS:
+            return sub_field
     return f"{item_path}.{sub_field}"
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import grpc
 from bertserve_client.v1 import model_pb2, model_pb2_grpc
 
-from ..plugin_manager import HeadState
+from ..hookspecs import API_VERSION
+from ..plugin_manager import HeadRecord, HeadState
 from ..runtime import Runtime
+from .inference import to_struct
 
 _STATES = {
     HeadState.LOADED: model_pb2.HEAD_STATE_LOADED,
@@ -14,6 +16,25 @@ _STATES = {
     HeadState.FAILED: model_pb2.HEAD_STATE_FAILED,
     HeadState.REGISTERED: model_pb2.HEAD_STATE_UNSPECIFIED,
 }
+
+
+def head_info(record: HeadRecord) -> model_pb2.HeadInfo:
+    """The wire description of a registered head."""
+    head = record.head
+    return model_pb2.HeadInfo(
+        name=head.name,
+        task=head.task,
+        state=_STATES[record.state],
+        reason=record.reason,
+        labels=list(record.labels),
+        plugin=record.plugin.name,
+        description=head.description,
+        input_schema=to_struct(head.input_schema()),
+        output_schema=to_struct(head.output_schema()),
+        package=record.plugin.package,
+        version=record.plugin.version,
+        text_fields=list(head.text_fields),
+    )
 
 
 class ModelService(model_pb2_grpc.ModelServiceServicer):
@@ -39,22 +60,15 @@ class ModelService(model_pb2_grpc.ModelServiceServicer):
             mask_token=str(encoder.tokenizer.mask_token or ""),
             encoder_fingerprint=encoder.fingerprint,
             server_version=self._version,
+            plugin_api_version=API_VERSION,
         )
 
     async def ListHeads(  # noqa: N802
         self, request: model_pb2.ListHeadsRequest, context: grpc.aio.ServicerContext
     ) -> model_pb2.ListHeadsResponse:
-        return model_pb2.ListHeadsResponse(
-            heads=[
-                model_pb2.HeadInfo(
-                    name=record.head.name,
-                    task=record.head.task,
-                    state=_STATES[record.state],
-                    reason=record.reason,
-                    labels=list(record.labels),
-                    plugin=record.plugin,
-                    description=record.head.description,
-                )
-                for record in self._runtime.registry.records()
-            ]
-        )
+        return model_pb2.ListHeadsResponse(heads=[head_info(r) for r in self._runtime.registry.records()])
+
+    async def GetHead(  # noqa: N802
+        self, request: model_pb2.GetHeadRequest, context: grpc.aio.ServicerContext
+    ) -> model_pb2.GetHeadResponse:
+        return model_pb2.GetHeadResponse(head=head_info(self._runtime.registry.record(request.name)))

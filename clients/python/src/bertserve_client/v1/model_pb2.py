@@ -23,27 +23,32 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x62\x65rtserve/v1/model.proto\x12\x0c\x62\x65rtserve.v1\"\x16\n\x14GetServerInfoRequest\"\xfc\x01\n\x15GetServerInfoResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\nmodel_type\x18\x02 \x01(\t\x12\x1b\n\x13max_sequence_length\x18\x03 \x01(\r\x12\x0e\n\x06\x64\x65vice\x18\x04 \x01(\t\x12\r\n\x05\x64type\x18\x05 \x01(\t\x12\x13\n\x0bhidden_size\x18\x06 \x01(\r\x12\x12\n\nnum_layers\x18\x07 \x01(\r\x12\x12\n\nvocab_size\x18\x08 \x01(\r\x12\x12\n\nmask_token\x18\t \x01(\t\x12\x1b\n\x13\x65ncoder_fingerprint\x18\n \x01(\t\x12\x16\n\x0eserver_version\x18\x0b \x01(\t\"\x12\n\x10ListHeadsRequest\":\n\x11ListHeadsResponse\x12%\n\x05heads\x18\x01 \x03(\x0b\x32\x16.bertserve.v1.HeadInfo\"\x93\x01\n\x08HeadInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\x12&\n\x05state\x18\x03 \x01(\x0e\x32\x17.bertserve.v1.HeadState\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0e\n\x06labels\x18\x05 \x03(\t\x12\x0e\n\x06plugin\x18\x06 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x07 \x01(\t*q\n\tHeadState\x12\x1a\n\x16HEAD_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11HEAD_STATE_LOADED\x10\x01\x12\x1a\n\x16HEAD_STATE_UNAVAILABLE\x10\x02\x12\x15\n\x11HEAD_STATE_FAILED\x10\x03\x32\xb6\x01\n\x0cModelService\x12X\n\rGetServerInfo\x12\".bertserve.v1.GetServerInfoRequest\x1a#.bertserve.v1.GetServerInfoResponse\x12L\n\tListHeads\x12\x1e.bertserve.v1.ListHeadsRequest\x1a\x1f.bertserve.v1.ListHeadsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x62\x65rtserve/v1/model.proto\x12\x0c\x62\x65rtserve.v1\x1a\x1cgoogle/protobuf/struct.proto\"\x16\n\x14GetServerInfoRequest\"\x98\x02\n\x15GetServerInfoResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\nmodel_type\x18\x02 \x01(\t\x12\x1b\n\x13max_sequence_length\x18\x03 \x01(\r\x12\x0e\n\x06\x64\x65vice\x18\x04 \x01(\t\x12\r\n\x05\x64type\x18\x05 \x01(\t\x12\x13\n\x0bhidden_size\x18\x06 \x01(\r\x12\x12\n\nnum_layers\x18\x07 \x01(\r\x12\x12\n\nvocab_size\x18\x08 \x01(\r\x12\x12\n\nmask_token\x18\t \x01(\t\x12\x1b\n\x13\x65ncoder_fingerprint\x18\n \x01(\t\x12\x16\n\x0eserver_version\x18\x0b \x01(\t\x12\x1a\n\x12plugin_api_version\x18\x0c \x01(\t\"\x12\n\x10ListHeadsRequest\"\x1e\n\x0eGetHeadRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"7\n\x0fGetHeadResponse\x12$\n\x04head\x18\x01 \x01(\x0b\x32\x16.bertserve.v1.HeadInfo\":\n\x11ListHeadsResponse\x12%\n\x05heads\x18\x01 \x03(\x0b\x32\x16.bertserve.v1.HeadInfo\"\xa9\x02\n\x08HeadInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\x12&\n\x05state\x18\x03 \x01(\x0e\x32\x17.bertserve.v1.HeadState\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0e\n\x06labels\x18\x05 \x03(\t\x12\x0e\n\x06plugin\x18\x06 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x07 \x01(\t\x12-\n\x0cinput_schema\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\x12.\n\routput_schema\x18\t \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07package\x18\n \x01(\t\x12\x0f\n\x07version\x18\x0b \x01(\t\x12\x13\n\x0btext_fields\x18\x0c \x03(\t*q\n\tHeadState\x12\x1a\n\x16HEAD_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11HEAD_STATE_LOADED\x10\x01\x12\x1a\n\x16HEAD_STATE_UNAVAILABLE\x10\x02\x12\x15\n\x11HEAD_STATE_FAILED\x10\x03\x32\xfe\x01\n\x0cModelService\x12X\n\rGetServerInfo\x12\".bertserve.v1.GetServerInfoRequest\x1a#.bertserve.v1.GetServerInfoResponse\x12L\n\tListHeads\x12\x1e.bertserve.v1.ListHeadsRequest\x1a\x1f.bertserve.v1.ListHeadsResponse\x12\x46\n\x07GetHead\x12\x1c.bertserve.v1.GetHeadRequest\x1a\x1d.bertserve.v1.GetHeadResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'bertserve.v1.model_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_HEADSTATE']._serialized_start=551
-  _globals['_HEADSTATE']._serialized_end=664
-  _globals['_GETSERVERINFOREQUEST']._serialized_start=42
-  _globals['_GETSERVERINFOREQUEST']._serialized_end=64
-  _globals['_GETSERVERINFORESPONSE']._serialized_start=67
-  _globals['_GETSERVERINFORESPONSE']._serialized_end=319
-  _globals['_LISTHEADSREQUEST']._serialized_start=321
-  _globals['_LISTHEADSREQUEST']._serialized_end=339
-  _globals['_LISTHEADSRESPONSE']._serialized_start=341
-  _globals['_LISTHEADSRESPONSE']._serialized_end=399
-  _globals['_HEADINFO']._serialized_start=402
-  _globals['_HEADINFO']._serialized_end=549
-  _globals['_MODELSERVICE']._serialized_start=667
-  _globals['_MODELSERVICE']._serialized_end=849
+  _globals['_HEADSTATE']._serialized_start=848
+  _globals['_HEADSTATE']._serialized_end=961
+  _globals['_GETSERVERINFOREQUEST']._serialized_start=72
+  _globals['_GETSERVERINFOREQUEST']._serialized_end=94
+  _globals['_GETSERVERINFORESPONSE']._serialized_start=97
+  _globals['_GETSERVERINFORESPONSE']._serialized_end=377
+  _globals['_LISTHEADSREQUEST']._serialized_start=379
+  _globals['_LISTHEADSREQUEST']._serialized_end=397
+  _globals['_GETHEADREQUEST']._serialized_start=399
+  _globals['_GETHEADREQUEST']._serialized_end=429
+  _globals['_GETHEADRESPONSE']._serialized_start=431
+  _globals['_GETHEADRESPONSE']._serialized_end=486
+  _globals['_LISTHEADSRESPONSE']._serialized_start=488
+  _globals['_LISTHEADSRESPONSE']._serialized_end=546
+  _globals['_HEADINFO']._serialized_start=549
+  _globals['_HEADINFO']._serialized_end=846
+  _globals['_MODELSERVICE']._serialized_start=964
+  _globals['_MODELSERVICE']._serialized_end=1218
 # @@protoc_insertion_point(module_scope)

@@ -46,6 +46,11 @@ class ModelServiceStub:
                 request_serializer=bertserve_dot_v1_dot_model__pb2.ListHeadsRequest.SerializeToString,
                 response_deserializer=bertserve_dot_v1_dot_model__pb2.ListHeadsResponse.FromString,
                 _registered_method=True)
+        self.GetHead = channel.unary_unary(
+                '/bertserve.v1.ModelService/GetHead',
+                request_serializer=bertserve_dot_v1_dot_model__pb2.GetHeadRequest.SerializeToString,
+                response_deserializer=bertserve_dot_v1_dot_model__pb2.GetHeadResponse.FromString,
+                _registered_method=True)
 
 
 class ModelServiceServicer:
@@ -66,6 +71,13 @@ class ModelServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetHead(self, request, context):
+        """GetHead describes one head, with its input and output JSON Schemas.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ModelServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -78,6 +90,11 @@ def add_ModelServiceServicer_to_server(servicer, server):
                     servicer.ListHeads,
                     request_deserializer=bertserve_dot_v1_dot_model__pb2.ListHeadsRequest.FromString,
                     response_serializer=bertserve_dot_v1_dot_model__pb2.ListHeadsResponse.SerializeToString,
+            ),
+            'GetHead': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetHead,
+                    request_deserializer=bertserve_dot_v1_dot_model__pb2.GetHeadRequest.FromString,
+                    response_serializer=bertserve_dot_v1_dot_model__pb2.GetHeadResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -135,6 +152,33 @@ class ModelService:
             '/bertserve.v1.ModelService/ListHeads',
             bertserve_dot_v1_dot_model__pb2.ListHeadsRequest.SerializeToString,
             bertserve_dot_v1_dot_model__pb2.ListHeadsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetHead(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bertserve.v1.ModelService/GetHead',
+            bertserve_dot_v1_dot_model__pb2.GetHeadRequest.SerializeToString,
+            bertserve_dot_v1_dot_model__pb2.GetHeadResponse.FromString,
             options,
             channel_credentials,
             insecure,

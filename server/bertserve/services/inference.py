@@ -1,0 +1,47 @@
+"""bertserve.v1.InferenceService: Predict and Analyze on any head, with JSON-like data."""
+
+from __future__ import annotations
+
+import grpc
+from bertserve_client.v1 import inference_pb2, inference_pb2_grpc
+from google.protobuf import json_format, struct_pb2
+
+from ..runtime import Runtime
+
+
+def to_struct(data: dict[str, object]) -> struct_pb2.Struct:
+    struct = struct_pb2.Struct()
+    struct.update(data)
+    return struct
+
+
+class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
+    """Reaches every head through its JSON Schemas; Analyze shares one encoder pass."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+
+    async def Predict(  # noqa: N802
+        self, request: inference_pb2.PredictRequest, context: grpc.aio.ServicerContext
+    ) -> inference_pb2.PredictResponse:
+        data = json_format.MessageToDict(request.input)
+        output = await self._runtime.predict(request.head, data, context)
+        return inference_pb2.PredictResponse(output=to_struct(output))
+
+    async def Analyze(  # noqa: N802
+        self, request: inference_pb2.AnalyzeRequest, context: grpc.aio.ServicerContext
+    ) -> inference_pb2.AnalyzeResponse:
+        texts = [(i.text, i.text_pair or None) for i in request.inputs]
+        heads = [(h.head, json_format.MessageToDict(h.options)) for h in request.heads]
+        outputs = await self._runtime.analyze(texts, heads, context)
+        return inference_pb2.AnalyzeResponse(
+            results=[
+                inference_pb2.AnalyzeResult(
+                    outputs=[
+                        inference_pb2.HeadOutput(head=name, output=to_struct(output))
+                        for (name, _), output in zip(heads, per_head)
+                    ]
+                )
+                for per_head in outputs
+            ]
+        )
