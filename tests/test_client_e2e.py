@@ -77,3 +77,22 @@ def test_async_client_runs_concurrent_calls(server: BackgroundServer) -> None:
                 await client.sentiment("")
 
     asyncio.run(scenario())
+
+
+def test_generic_calls_against_the_real_server(server: BackgroundServer) -> None:
+    with BertServeClient(server.address) as client:
+        head = client.get_head("sentiment")
+        assert head.input_schema["required"] == ["text"] and head.text_fields == ("text",)
+        assert head.package == "bertserve" and head.version
+        predicted = client.predict("sentiment", {"text": "a great movie"})
+        typed = client.sentiment("a great movie")
+        assert predicted["label"] == typed.label and abs(predicted["score"] - typed.score) < 1e-6
+        analyzed = client.analyze(["a great movie", "the [MASK] was bad"], ["sentiment", ("fill-mask", {"top_k": 2})])
+        assert analyzed[0]["sentiment"]["label"] == typed.label
+        assert len(analyzed[1]["fill-mask"]["masks"][0]["predictions"]) == 2
+        with pytest.raises(InvalidArgumentError) as raised:
+            client.analyze("no mask here", ["fill-mask"])
+        assert "inputs[0]" in {v.field for v in raised.value.field_violations}
+        with pytest.raises(InvalidArgumentError) as raised:
+            client.predict("sentiment", {"text": 5})
+        assert [v.field for v in raised.value.field_violations] == ["input.text"]

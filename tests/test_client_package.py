@@ -4,6 +4,7 @@ both clients against an in-process fake server (no torch involved)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -38,11 +39,15 @@ from bertserve_client import (
     ServerInfo,
     UnavailableError,
     _requests,
+    dict_to_struct,
     error_from_rpc,
+    struct_to_dict,
 )
 from bertserve_client.v1 import (
     fill_mask_pb2,
     fill_mask_pb2_grpc,
+    inference_pb2,
+    inference_pb2_grpc,
     model_pb2,
     model_pb2_grpc,
     next_sentence_pb2,
@@ -52,7 +57,7 @@ from bertserve_client.v1 import (
     sentiment_pb2,
     sentiment_pb2_grpc,
 )
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, json_format, struct_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
@@ -68,8 +73,8 @@ import importlib.metadata, importlib.util, pathlib, sys
 import bertserve_client
 from bertserve_client import AsyncBertServeClient, BertServeClient, BertServeError, error_from_rpc
 from bertserve_client.v1 import (
-    fill_mask_pb2, fill_mask_pb2_grpc, model_pb2, model_pb2_grpc, next_sentence_pb2,
-    next_sentence_pb2_grpc, question_answering_pb2, question_answering_pb2_grpc,
+    fill_mask_pb2, fill_mask_pb2_grpc, inference_pb2, inference_pb2_grpc, model_pb2, model_pb2_grpc,
+    next_sentence_pb2, next_sentence_pb2_grpc, question_answering_pb2, question_answering_pb2_grpc,
     sentiment_pb2, sentiment_pb2_grpc,
 )
 
@@ -120,6 +125,9 @@ def test_client_package_exports() -> None:
     assert bertserve_client.__version__ == "0.1.0"
     missing = [name for name in bertserve_client.__all__ if not hasattr(bertserve_client, name)]
     assert not missing
+    assert {"dict_to_struct", "struct_to_dict"} <= set(bertserve_client.__all__)
+    for cls in (BertServeClient, AsyncBertServeClient):
+        assert all(callable(getattr(cls, name, None)) for name in ("get_head", "predict", "analyze")), cls
 
 
 # --- errors -------------------------------------------------------------------
@@ -307,6 +315,42 @@ def test_answer_result_from_proto_and_best() -> None:
     assert AnswerResult.from_proto(question_answering_pb2.AnswerQuestionResult()).best is None
 
 
+INPUT_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "text": {"type": "string", "minLength": 1, "description": "the text"},
+        "top_k": {"type": "integer", "minimum": 1, "maximum": 100, "default": 5},
+        "temperature": {"type": "number", "exclusiveMinimum": 0, "default": 0.5},
+        "mode": {"anyOf": [{"type": "boolean"}, {"type": "null"}], "enum": [True, False, None]},
+        "targets": {"type": "array", "items": {"type": "string"}, "default": []},
+    },
+    "required": ["text"],
+}
+OUTPUT_SCHEMA = {"type": "object", "properties": {"token_id": {"type": "integer"}}, "required": ["token_id"]}
+
+
+def _struct(data: dict[str, object]) -> struct_pb2.Struct:
+    # The way the server builds its Structs: every number becomes a double.
+    struct = struct_pb2.Struct()
+    struct.update(data)
+    return struct
+
+
+def _assert_same_json(actual: object, expected: object) -> None:
+    """Equal, and of the same JSON types all the way down (1 == 1.0 == True in Python)."""
+    assert actual == expected
+    assert type(actual) is type(expected), (actual, expected)
+    if isinstance(expected, dict):
+        assert isinstance(actual, dict)
+        for key in expected:
+            _assert_same_json(actual[key], expected[key])
+    elif isinstance(expected, list):
+        assert isinstance(actual, list)
+        for got, want in zip(actual, expected):
+            _assert_same_json(got, want)
+
+
 def test_head_info_and_server_info_from_proto() -> None:
     head = HeadInfo.from_proto(
         model_pb2.HeadInfo(
@@ -317,6 +361,11 @@ def test_head_info_and_server_info_from_proto() -> None:
             labels=["negative", "positive"],
             plugin="sentiment (bertserve 0.1.0)",
             description="SST-2 sentiment",
+            input_schema=_struct(INPUT_SCHEMA),
+            output_schema=_struct(OUTPUT_SCHEMA),
+            package="bertserve-extra",
+            version="1.2.3",
+            text_fields=["first", "second"],
         )
     )
     assert head == HeadInfo(
@@ -327,8 +376,24 @@ def test_head_info_and_server_info_from_proto() -> None:
         labels=("negative", "positive"),
         plugin="sentiment (bertserve 0.1.0)",
         description="SST-2 sentiment",
+        input_schema=INPUT_SCHEMA,
+        output_schema=OUTPUT_SCHEMA,
+        package="bertserve-extra",
+        version="1.2.3",
+        text_fields=("first", "second"),
     )
     assert head.state == "FAILED"
+    # The schemas read as the JSON they came from: integers stay int, not the Struct's double.
+    _assert_same_json(head.input_schema, INPUT_SCHEMA)
+    _assert_same_json(head.output_schema, OUTPUT_SCHEMA)
+    assert isinstance(head.text_fields, tuple)
+    assert hash(head) == hash(dataclasses.replace(head, input_schema={}))  # schemas stay out of the hash
+    with pytest.raises(AttributeError):
+        head.package = "other"  # type: ignore[misc]
+
+    # A head with no schema (an older server) reads as empty, not as an error.
+    bare = HeadInfo.from_proto(model_pb2.HeadInfo(name="x"))
+    assert (bare.input_schema, bare.output_schema, bare.package, bare.version, bare.text_fields) == ({}, {}, "", "", ())
     assert HeadState.from_proto(model_pb2.HEAD_STATE_LOADED) is HeadState.LOADED
     assert HeadState.from_proto(model_pb2.HEAD_STATE_UNAVAILABLE) is HeadState.UNAVAILABLE
     assert HeadState.from_proto(99) is HeadState.UNSPECIFIED
@@ -345,8 +410,69 @@ def test_head_info_and_server_info_from_proto() -> None:
         mask_token="[MASK]",
         encoder_fingerprint="sha256:ab",
         server_version="0.1.0",
+        plugin_api_version="1.0",
     )
-    assert ServerInfo.from_proto(model_pb2.GetServerInfoResponse(**fields)) == ServerInfo(**fields)
+    info = ServerInfo.from_proto(model_pb2.GetServerInfoResponse(**fields))
+    assert info == ServerInfo(**fields)
+    assert info.plugin_api_version == "1.0"
+
+
+# --- JSON values (google.protobuf.Struct) ---------------------------------------
+
+
+def test_struct_round_trip_keeps_json_types() -> None:
+    data = {
+        "text": "a great movie",
+        "top_k": 3,
+        "score": 0.25,
+        "big": 2**53,
+        "negative": -7,
+        "flag": False,
+        "nothing": None,
+        "empty_object": {},
+        "empty_list": [],
+        "nested": {"ids": [101, 2023, 102], "spans": [{"start": 0, "end": 5}], "mixed": [1, 1.5, "x", True, None]},
+    }
+    struct = dict_to_struct(data)
+    # What went over the wire is a Struct; a fresh parse of its bytes reads back the same JSON.
+    wire = struct_pb2.Struct.FromString(struct.SerializeToString())
+    assert wire.fields["top_k"].WhichOneof("kind") == "number_value"
+    assert wire.fields["empty_object"].WhichOneof("kind") == "struct_value"
+    assert wire.fields["empty_list"].WhichOneof("kind") == "list_value"
+    assert wire.fields["nothing"].WhichOneof("kind") == "null_value"
+    _assert_same_json(struct_to_dict(wire), data)
+    # Tuples and other mappings are sent as lists and objects.
+    _assert_same_json(
+        struct_to_dict(dict_to_struct({"t": (1, "a"), "m": {"k": (2.5,)}})), {"t": [1, "a"], "m": {"k": [2.5]}}
+    )
+
+
+def test_struct_to_dict_turns_whole_floats_into_int() -> None:
+    struct = _struct(
+        {"token_id": 93.0, "offsets": [0.0, 5.0], "score": 1.5, "tiny": 1e-5, "minus": -2.0, "huge": 1e300}
+    )
+    data = struct_to_dict(struct)
+    _assert_same_json(data, {"token_id": 93, "offsets": [0, 5], "score": 1.5, "tiny": 1e-5, "minus": -2, "huge": 1e300})
+    # Booleans are not numbers: they stay bool.
+    _assert_same_json(struct_to_dict(_struct({"b": True, "n": 1})), {"b": True, "n": 1})
+
+
+@pytest.mark.parametrize(
+    ("data", "error", "match"),
+    [
+        ({"x": b"bytes"}, TypeError, r"input\.x is of type bytes"),
+        ({"x": {1, 2}}, TypeError, r"input\.x is of type set"),
+        ({"x": [1, object()]}, TypeError, r"input\.x\[1\] is of type object"),
+        ({"x": {3: "a"}}, TypeError, r"input\.x has a key of type int"),
+        ({"x": float("nan")}, ValueError, "not a JSON number"),
+        ({"x": {"y": float("inf")}}, ValueError, r"input\.x\.y = inf"),
+        ({"x": 2**53 + 1}, ValueError, "too large"),
+        (["not", "a", "mapping"], TypeError, "input must be a mapping"),
+    ],
+)
+def test_dict_to_struct_rejects_what_json_cannot_hold(data: object, error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        dict_to_struct(data, name="input")  # type: ignore[arg-type]
 
 
 # --- request building -----------------------------------------------------------
@@ -380,9 +506,104 @@ def test_answer_request_policy_and_pairs() -> None:
     assert (request.top_k, request.max_answer_length, request.doc_stride) == (2, 30, 64)
 
 
+def test_predict_request_and_output() -> None:
+    prepared = _requests.prepare_predict("fill-mask", {"text": "a [MASK]", "top_k": 2, "targets": ("x", "y")})
+    assert prepared.request.head == "fill-mask"
+    assert json_format.MessageToDict(prepared.request.input) == {
+        "text": "a [MASK]",
+        "top_k": 2.0,
+        "targets": ["x", "y"],
+    }
+    response = inference_pb2.PredictResponse(output=_struct({"masks": [{"token_index": 2.0, "predictions": []}]}))
+    _assert_same_json(prepared.convert(response), {"masks": [{"token_index": 2, "predictions": []}]})
+    assert _requests.prepare_predict("h", {}).convert(inference_pb2.PredictResponse()) == {}
+
+
+def test_get_head_request() -> None:
+    prepared = _requests.prepare_get_head("sentiment")
+    assert prepared.request == model_pb2.GetHeadRequest(name="sentiment")
+    response = model_pb2.GetHeadResponse(
+        head=model_pb2.HeadInfo(name="sentiment", output_schema=_struct(OUTPUT_SCHEMA))
+    )
+    head = prepared.convert(response)
+    assert isinstance(head, HeadInfo) and head.name == "sentiment"
+    _assert_same_json(head.output_schema, OUTPUT_SCHEMA)
+
+
+def _analyze_response(request: inference_pb2.AnalyzeRequest) -> inference_pb2.AnalyzeResponse:
+    """What a server would answer: every head echoes the input it got, with an index that is a whole double."""
+    return inference_pb2.AnalyzeResponse(
+        results=[
+            inference_pb2.AnalyzeResult(
+                outputs=[
+                    inference_pb2.HeadOutput(
+                        head=h.head,
+                        output=_struct({"text": i.text, "pair": i.text_pair, "index": float(n), "p": 0.5}),
+                    )
+                    for h in request.heads
+                ]
+            )
+            for n, i in enumerate(request.inputs)
+        ]
+    )
+
+
+def test_analyze_single_text_gives_one_dict() -> None:
+    prepared = _requests.prepare_analyze("a text", ["sentiment", ("fill-mask", {"top_k": 3, "targets": ["x"]})])
+    request = prepared.request
+    assert [(i.text, i.text_pair) for i in request.inputs] == [("a text", "")]
+    assert [h.head for h in request.heads] == ["sentiment", "fill-mask"]
+    assert json_format.MessageToDict(request.heads[0].options) == {}
+    assert json_format.MessageToDict(request.heads[1].options) == {"top_k": 3.0, "targets": ["x"]}
+    result = prepared.convert(_analyze_response(request))
+    assert isinstance(result, dict) and list(result) == ["sentiment", "fill-mask"]
+    _assert_same_json(result["fill-mask"], {"text": "a text", "pair": "", "index": 0, "p": 0.5})
+
+
+def test_analyze_sequence_gives_a_list_with_pairs() -> None:
+    prepared = _requests.prepare_analyze(["one", ("first", "second"), ["a", "b"]], ("next-sentence",))
+    request = prepared.request
+    assert [(i.text, i.text_pair) for i in request.inputs] == [("one", ""), ("first", "second"), ("a", "b")]
+    results = prepared.convert(_analyze_response(request))
+    assert isinstance(results, list) and len(results) == 3
+    assert [r["next-sentence"]["index"] for r in results] == [0, 1, 2]
+    assert results[1]["next-sentence"]["pair"] == "second"
+    # A one-item sequence is still a list.
+    one = _requests.prepare_analyze(["only"], ["sentiment"])
+    assert isinstance(one.convert(_analyze_response(one.request)), list)
+
+
+def test_analyze_checks_the_response_shape() -> None:
+    prepared = _requests.prepare_analyze(["a", "b"], ["sentiment", "fill-mask"])
+    response = _analyze_response(prepared.request)
+    del response.results[1]
+    with pytest.raises(InternalError, match="1 results for 2 inputs"):
+        prepared.convert(response)
+    response = _analyze_response(prepared.request)
+    response.results[0].outputs[0].head = "other"
+    with pytest.raises(InternalError, match="outputs of heads"):
+        prepared.convert(response)
+
+
+def test_analyze_rejects_a_head_listed_twice() -> None:
+    with pytest.raises(ValueError, match="'sentiment' is listed twice"):
+        _requests.prepare_analyze("t", ["sentiment", ("sentiment", {"truncate": True})])
+
+
 @pytest.mark.parametrize(
     "call",
     [
+        lambda: _requests.prepare_get_head(3),
+        lambda: _requests.prepare_predict(None, {"text": "x"}),
+        lambda: _requests.prepare_predict("h", "text"),
+        lambda: _requests.prepare_predict("h", {"x": b"bytes"}),
+        lambda: _requests.prepare_analyze(b"bytes", ["sentiment"]),
+        lambda: _requests.prepare_analyze(["ok", 3], ["sentiment"]),
+        lambda: _requests.prepare_analyze([("a", "b", "c")], ["sentiment"]),
+        lambda: _requests.prepare_analyze(["ab"], "sentiment"),
+        lambda: _requests.prepare_analyze(["a"], [("sentiment", None)]),
+        lambda: _requests.prepare_analyze(["a"], [("sentiment",)]),
+        lambda: _requests.prepare_analyze(["a"], [3]),
         lambda: _requests.prepare_sentiment(b"bytes", truncate=False, head=""),
         lambda: _requests.prepare_sentiment(["ok", 3], truncate=False, head=""),
         lambda: _requests.prepare_fill_mask("[MASK]", top_k=5, targets="paris", truncate=False, head=""),
@@ -415,6 +636,7 @@ class FakeBertServe(
     sentiment_pb2_grpc.SentimentServiceServicer,
     question_answering_pb2_grpc.QuestionAnsweringServiceServicer,
     model_pb2_grpc.ModelServiceServicer,
+    inference_pb2_grpc.InferenceServiceServicer,
 ):
     """Echoes each request into its response so tests can see what was sent."""
 
@@ -481,7 +703,39 @@ class FakeBertServe(
         )
 
     def GetServerInfo(self, request, context):  # noqa: N802
-        return model_pb2.GetServerInfoResponse(model="fake", mask_token="[MASK]", vocab_size=10)
+        return model_pb2.GetServerInfoResponse(
+            model="fake", mask_token="[MASK]", vocab_size=10, plugin_api_version="1.0"
+        )
+
+    def GetHead(self, request, context):  # noqa: N802
+        self.requests.append(request)
+        self._check_head(request.name, context)
+        return model_pb2.GetHeadResponse(
+            head=model_pb2.HeadInfo(
+                name=request.name,
+                task="sentiment",
+                state=model_pb2.HEAD_STATE_LOADED,
+                input_schema=_struct(INPUT_SCHEMA),
+                output_schema=_struct(OUTPUT_SCHEMA),
+                package="bertserve",
+                version="0.1.0",
+                text_fields=["text"],
+            )
+        )
+
+    def Predict(self, request, context):  # noqa: N802
+        self.requests.append(request)
+        self._check_head(request.head, context)
+        # The server sends Structs built from Python values, every number a double.
+        return inference_pb2.PredictResponse(
+            output=_struct({"head": request.head, "input": json_format.MessageToDict(request.input), "token_id": 7.0})
+        )
+
+    def Analyze(self, request, context):  # noqa: N802
+        self.requests.append(request)
+        for h in request.heads:
+            self._check_head(h.head, context)
+        return _analyze_response(request)
 
     def ListHeads(self, request, context):  # noqa: N802
         return model_pb2.ListHeadsResponse(
@@ -502,6 +756,7 @@ class FakeServer:
         sentiment_pb2_grpc.add_SentimentServiceServicer_to_server(self.servicer, self.server)
         question_answering_pb2_grpc.add_QuestionAnsweringServiceServicer_to_server(self.servicer, self.server)
         model_pb2_grpc.add_ModelServiceServicer_to_server(self.servicer, self.server)
+        inference_pb2_grpc.add_InferenceServiceServicer_to_server(self.servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.port = self.server.add_insecure_port("127.0.0.1:0")
         self.target = f"127.0.0.1:{self.port}"
@@ -560,10 +815,36 @@ def test_sync_client_end_to_end(fake_server: FakeServer) -> None:
         request = fake_server.servicer.requests[-1]
         assert (request.top_k, request.max_answer_length, request.doc_stride) == (1, 15, 128)
 
-        assert client.server_info().mask_token == "[MASK]"
+        info = client.server_info()
+        assert (info.mask_token, info.plugin_api_version) == ("[MASK]", "1.0")
         assert [(h.name, h.state) for h in client.list_heads()] == [
             ("fill-mask", HeadState.LOADED),
             ("sentiment", HeadState.UNAVAILABLE),
+        ]
+
+        head = client.get_head("my-head")
+        assert fake_server.servicer.requests[-1] == model_pb2.GetHeadRequest(name="my-head")
+        assert (head.name, head.package, head.version, head.text_fields) == ("my-head", "bertserve", "0.1.0", ("text",))
+        _assert_same_json(head.input_schema, INPUT_SCHEMA)
+        _assert_same_json(head.output_schema, OUTPUT_SCHEMA)
+
+        payload = {"text": "a great movie", "top_k": 3, "score": 0.25, "ids": [1, 2], "opt": None, "deep": {"ok": True}}
+        output = client.predict("sentiment", payload)
+        assert fake_server.servicer.requests[-1].head == "sentiment"
+        _assert_same_json(output, {"head": "sentiment", "input": payload, "token_id": 7})
+
+        single = client.analyze("one text", ["sentiment", ("fill-mask", {"top_k": 2})])
+        assert isinstance(single, dict) and list(single) == ["sentiment", "fill-mask"]
+        _assert_same_json(single["sentiment"], {"text": "one text", "pair": "", "index": 0, "p": 0.5})
+        sent = fake_server.servicer.requests[-1]
+        assert json_format.MessageToDict(sent.heads[1].options) == {"top_k": 2.0}
+        many = client.analyze(["x", ("q", "c")], ["next-sentence"])
+        assert isinstance(many, list)
+        assert [
+            (r["next-sentence"]["text"], r["next-sentence"]["pair"], r["next-sentence"]["index"]) for r in many
+        ] == [
+            ("x", "", 0),
+            ("q", "c", 1),
         ]
 
 
@@ -579,6 +860,18 @@ def test_sync_client_errors(fake_server: FakeServer) -> None:
             client.sentiment("x", head="slow", timeout=0.2)
         with pytest.raises(InternalError, match="0 results for 1 inputs"):
             client.sentiment("x", head="short")
+
+        with pytest.raises(NotFoundError) as caught:
+            client.get_head("missing")
+        assert caught.value.reason == "HEAD_NOT_FOUND"
+        with pytest.raises(NotFoundError):
+            client.predict("missing", {"text": "x"})
+        with pytest.raises(NotFoundError):
+            client.analyze("x", ["sentiment", "missing"])
+        with pytest.raises(DeadlineExceededError):
+            client.predict("slow", {}, timeout=0.2)
+        with pytest.raises(TypeError):  # refused before anything is sent
+            client.predict("sentiment", {"x": object()})
 
 
 def test_wait_until_ready_times_out(fake_server: FakeServer) -> None:
@@ -611,8 +904,27 @@ def test_async_client_end_to_end(fake_server: FakeServer) -> None:
             assert (await client.next_sentence("a", "b")).is_next
             assert len(await client.next_sentence([("a", "b"), ("c", "d")])) == 2
             assert (await client.answer(question="who?", context="Ada")).best.text == "Ad"  # type: ignore[union-attr]
-            assert (await client.server_info()).model == "fake"
+            info = await client.server_info()
+            assert (info.model, info.plugin_api_version) == ("fake", "1.0")
             assert [h.name for h in await client.list_heads()] == ["fill-mask", "sentiment"]
+
+            head = await client.get_head("sentiment")
+            assert head.text_fields == ("text",)
+            _assert_same_json(head.input_schema, INPUT_SCHEMA)
+            output, single, many = await asyncio.gather(
+                client.predict("sentiment", {"text": "t", "n": 1}),
+                client.analyze("t", [("fill-mask", {"top_k": 1})]),
+                client.analyze(["a", "b"], ["sentiment", "fill-mask"]),
+            )
+            _assert_same_json(output, {"head": "sentiment", "input": {"text": "t", "n": 1}, "token_id": 7})
+            assert isinstance(single, dict) and single["fill-mask"]["index"] == 0
+            assert isinstance(many, list)
+            assert [sorted(r) for r in many] == [["fill-mask", "sentiment"]] * 2
+            assert [r["sentiment"]["text"] for r in many] == ["a", "b"]
+            with pytest.raises(NotFoundError):
+                await client.predict("missing", {})
+            with pytest.raises(DeadlineExceededError):
+                await client.analyze("x", ["slow"], timeout=0.2)
 
             with pytest.raises(NotFoundError) as caught:
                 await client.answer("q", "c", head="missing")

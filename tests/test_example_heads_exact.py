@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from bertserve import HeadLoadContext, HeadUnavailable, InputError
+from bertserve import EncoderOutputs, HeadLoadContext, HeadUnavailable, InputError
 from bertserve.background import BackgroundServer
 from bertserve.config import BatchingConfig, ServerConfig
 from bertserve.encoder import SharedEncoder
@@ -30,14 +30,18 @@ from bertserve.errors import InvalidArgument
 from bertserve.schema import schema_violations
 from bertserve_client.v1 import inference_pb2, inference_pb2_grpc
 from google.protobuf import json_format
+from safetensors import safe_open
 from transformers import AutoTokenizer, BertForTokenClassification, BertModel, pipeline
 
 EXAMPLES_SRC = Path(__file__).resolve().parents[1] / "plugins" / "examples" / "src"
-if str(EXAMPLES_SRC) not in sys.path:
-    sys.path.insert(0, str(EXAMPLES_SRC))
-
-embedding_module = importlib.import_module("bertserve_example_heads.embedding")
-token_module = importlib.import_module("bertserve_example_heads.token_classification")
+# Import the modules only: leaving the folder on sys.path would let entry-point
+# discovery in other tests find any build metadata left beside the sources.
+sys.path.insert(0, str(EXAMPLES_SRC))
+try:
+    embedding_module = importlib.import_module("bertserve_example_heads.embedding")
+    token_module = importlib.import_module("bertserve_example_heads.token_classification")
+finally:
+    sys.path.remove(str(EXAMPLES_SRC))
 
 LABELS = ("O", "B-PER", "I-PER", "B-LOC", "I-LOC")
 STRATEGIES = ("none", "simple", "first", "average", "max")
@@ -55,13 +59,6 @@ TEXTS = [
     "The Quickest brownish foxes jumped over the lazy dogs near Frankfurt am Main",
 ]
 OVER_LONG = " ".join(["the movie was good but the plot was boring ."] * 8)
-
-
-class _NoDeadline:
-    """The one thing `Runtime.run` asks of a gRPC context."""
-
-    def time_remaining(self) -> None:
-        return None
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +88,7 @@ def running(tiny_checkpoint: Path, token_head_file: Path) -> Iterator[Background
 
 def run(running: BackgroundServer, name: str, items: list[Any]) -> list[Any]:
     head = running.runtime.head(name, task=name)
-    coroutine = running.runtime.run(head, items, _NoDeadline(), field_of=lambda i: f"inputs[{i}]")
+    coroutine = running.runtime.run(head, items, None, field_of=lambda i: f"inputs[{i}]")
     return running.call(coroutine, timeout=60)
 
 
@@ -117,8 +114,6 @@ def feature_extractor(tiny_checkpoint: Path, tokenizer: Any) -> Any:
 
 @pytest.fixture(scope="module")
 def token_classifiers(tiny_checkpoint: Path, tokenizer: Any, token_head_file: Path) -> dict[str, Any]:
-    from safetensors import safe_open
-
     with safe_open(str(token_head_file), framework="pt") as handle:
         tensors = {name: handle.get_tensor(name) for name in handle.keys()}
     model = _quietly(
@@ -192,8 +187,6 @@ def test_embedding_forward_ignores_padding(running, feature_extractor) -> None: 
         torch.tensor([padded(row.token_type_ids, 0) for row in rows]),
         torch.tensor([padded([1] * len(row), 0) for row in rows]),
     )
-    from bertserve import EncoderOutputs
-
     outputs = EncoderOutputs(batch.sequence_output, batch.pooled_output, batch.attention_mask)
     results = head.forward(outputs, rows)
     for item, row, result in zip(items, rows, results):

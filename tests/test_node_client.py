@@ -21,9 +21,10 @@ from typing import Any
 import grpc
 import pytest
 from bertserve.background import BackgroundServer
-from bertserve_client import BertServeClient, InvalidArgumentError
+from bertserve_client import BertServeClient, HeadInfo, InvalidArgumentError
 from bertserve_client.v1 import (
     fill_mask_pb2,
+    inference_pb2,
     model_pb2,
     next_sentence_pb2,
     question_answering_pb2,
@@ -50,12 +51,13 @@ FILL_MASK_TEXT = "the [MASK] was good ."
 SENTIMENT_TEXT = "a great movie"
 QUESTION, CONTEXT = "who went home ?", "john went home at night ."
 SENTENCE_PAIR = ("john went home .", "he slept .")
+PREDICT_HEAD, PREDICT_INPUT = "sentiment", {"text": SENTIMENT_TEXT}
 
 SCORE_TOLERANCE = 1e-5
 
 BERTSERVE_SERVICES = {
     service.full_name: sorted(f"/{service.full_name}/{method.name}" for method in service.methods)
-    for module in (fill_mask_pb2, model_pb2, next_sentence_pb2, question_answering_pb2, sentiment_pb2)
+    for module in (fill_mask_pb2, inference_pb2, model_pb2, next_sentence_pb2, question_answering_pb2, sentiment_pb2)
     for service in module.DESCRIPTOR.services_by_name.values()
 }
 
@@ -99,13 +101,15 @@ def assert_matches(actual: Any, expected: Any, where: str = "") -> None:
         assert type(actual) is type(expected), f"{where}: {type(actual).__name__} != {type(expected).__name__}"
 
 
+def python_head(head: HeadInfo) -> dict[str, Any]:
+    """A HeadInfo shaped like the proto message, its schemas as JSON values."""
+    fields = dataclasses.asdict(head)
+    fields["state"] = f"HEAD_STATE_{head.state.value}"
+    return fields
+
+
 def python_heads(client: BertServeClient) -> dict[str, Any]:
-    heads = []
-    for head in client.list_heads():
-        fields = dataclasses.asdict(head)
-        fields["state"] = f"HEAD_STATE_{head.state.value}"
-        heads.append(fields)
-    return {"heads": heads}
+    return {"heads": [python_head(head) for head in client.list_heads()]}
 
 
 @pytest.fixture(scope="module")
@@ -125,6 +129,12 @@ def python_results(server: BackgroundServer) -> dict[str, Any]:
             "answer": results(client.answer([(QUESTION, CONTEXT)])),
             "next_sentence": results(client.next_sentence([SENTENCE_PAIR])),
             "list_heads": python_heads(client),
+            "get_head": python_head(client.get_head(PREDICT_HEAD)),
+            "predict": client.predict(PREDICT_HEAD, PREDICT_INPUT),
+            "analyze": [
+                [{"head": name, "output": output} for name, output in result.items()]
+                for result in client.analyze([SENTIMENT_TEXT], [PREDICT_HEAD])
+            ],
             "bad_fill_mask": bad.value,
         }
 
@@ -144,14 +154,16 @@ def test_node_loads_every_proto_file(node_protos: dict[str, Any]) -> None:
     assert node_protos["proto_files"] == expected
 
 
-@pytest.mark.parametrize("call", ["fill_mask", "sentiment", "answer", "next_sentence", "list_heads"])
+@pytest.mark.parametrize(
+    "call", ["fill_mask", "sentiment", "answer", "next_sentence", "list_heads", "get_head", "predict", "analyze"]
+)
 def test_node_results_match_python_client(
     call: str, node_protos: dict[str, Any], python_results: dict[str, Any]
 ) -> None:
     assert_matches(node_protos[call], python_results[call], call)
 
 
-def test_node_results_are_not_empty(node_protos: dict[str, Any]) -> None:
+def test_node_results_are_not_empty(node_protos: dict[str, Any], python_results: dict[str, Any]) -> None:
     # Guards against both clients agreeing on nothing.
     predictions = node_protos["fill_mask"]["results"][0]["masks"][0]["predictions"]
     assert len(predictions) == 3 and all(isinstance(p["token_id"], int) for p in predictions)
@@ -160,6 +172,20 @@ def test_node_results_are_not_empty(node_protos: dict[str, Any]) -> None:
     sentiment = node_protos["sentiment"]["results"][0]
     assert sentiment["label"] in {s["label"] for s in sentiment["scores"]}
     assert {h["state"] for h in node_protos["list_heads"]["heads"]} == {"HEAD_STATE_LOADED"}
+    heads = {h["name"]: h for h in node_protos["list_heads"]["heads"]}
+    assert all(h["input_schema"]["type"] == h["output_schema"]["type"] == "object" for h in heads.values())
+    assert all(h["package"] and h["version"] for h in heads.values())
+    assert heads["sentiment"]["text_fields"] == ["text"]
+    assert heads["next-sentence"]["text_fields"] == ["first", "second"]
+    # A JSON Schema integer keyword reads as an int on both sides, not as the Struct's double.
+    assert heads["sentiment"]["input_schema"]["properties"]["text"]["minLength"] == 1
+    python_head = next(h for h in python_results["list_heads"]["heads"] if h["name"] == "sentiment")
+    assert type(python_head["input_schema"]["properties"]["text"]["minLength"]) is int
+    assert node_protos["get_head"]["name"] == PREDICT_HEAD
+    # Predict on the sentiment head answers what ClassifySentiment does.
+    assert node_protos["predict"]["label"] in heads["sentiment"]["labels"]
+    assert_matches(node_protos["predict"], python_results["sentiment"]["results"][0], "predict vs sentiment")
+    assert node_protos["analyze"][0][0]["output"]["label"] == node_protos["predict"]["label"]
 
 
 def test_node_sees_invalid_argument_with_rich_details(
@@ -205,3 +231,4 @@ def test_node_calls_through_reflected_descriptors(
     node_reflection: dict[str, Any], python_results: dict[str, Any]
 ) -> None:
     assert_matches(node_reflection["list_heads"], python_results["list_heads"], "list_heads")
+    assert_matches(node_reflection["predict"], python_results["predict"], "predict")

@@ -27,7 +27,7 @@ from .tasks import (
     TextClassificationInput,
     TokenPrediction,
 )
-from .text import encode, require_text
+from .text import encode, require_text, tokenize
 
 __version__ = "0.1.0"
 
@@ -63,5 +63,6 @@ __all__ = [
     "load_head_file",
     "require_text",
     "save_head_file",
+    "tokenize",
     "__version__",
 ]

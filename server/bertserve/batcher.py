@@ -299,7 +299,9 @@ class Batcher:
                 if len(head_results) != len(places):
                     raise RuntimeError(f"forward returned {len(head_results)} results for {len(places)} rows")
             except Exception as error:
-                log.exception("head %r failed on %d rows", head.name, len(places))
+                log.exception(
+                    "head %r (plugin module %s) failed on %d rows", head.name, type(head).__module__, len(places)
+                )
                 failure = HeadFailed(f"head {head.name!r} failed: {error}", metadata={"head": head.name})
                 head_results = [failure] * len(places)
             for (i, j), result in zip(places, head_results):

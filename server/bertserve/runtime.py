@@ -34,7 +34,7 @@ class HeadRunner(Protocol):
         self,
         head: Head[InputT, OutputT],
         items: Sequence[InputT],
-        context: grpc.aio.ServicerContext,
+        context: grpc.aio.ServicerContext | None,
         *,
         field_of: Callable[[int], str],
     ) -> list[OutputT]:
@@ -75,7 +75,7 @@ class Runtime:
         self,
         head: Head[InputT, OutputT],
         items: Sequence[InputT],
-        context: grpc.aio.ServicerContext,
+        context: grpc.aio.ServicerContext | None,
         *,
         field_of: Callable[[int], str],
     ) -> list[OutputT]:
@@ -88,10 +88,12 @@ class Runtime:
         self._check_count(len(items), field_of)
         rows_per_item = await self._offload(self._preprocess_all, head, items, field_of)
         flat_rows = [row for rows in rows_per_item for row in rows]
-        results = await self.batcher.submit(head, flat_rows, timeout=context.time_remaining())
+        results = await self.batcher.submit(head, flat_rows, timeout=_time_left(context))
         return await self._offload(self._postprocess_all, head, items, rows_per_item, results)
 
-    async def predict(self, name: str, data: Mapping[str, Any], context: grpc.aio.ServicerContext) -> dict[str, Any]:
+    async def predict(
+        self, name: str, data: Mapping[str, Any], context: grpc.aio.ServicerContext | None
+    ) -> dict[str, Any]:
         """Validate JSON `data` against head `name`'s input schema, run it, render the output."""
         head = self.registry.get(name)
         item = parse_head_input(head, data, prefix="input")
@@ -102,7 +104,7 @@ class Runtime:
         self,
         texts: Sequence[tuple[str, str | None]],
         requests: Sequence[tuple[str, Mapping[str, Any]]],
-        context: grpc.aio.ServicerContext,
+        context: grpc.aio.ServicerContext | None,
     ) -> list[list[dict[str, Any]]]:
         """Run several heads on the same texts from ONE encoder pass per text.
 
@@ -135,7 +137,7 @@ class Runtime:
             for group in by_tokens.values():
                 owners.append((text_index, len(groups)))
                 groups.append(group)
-        results = await self.batcher.submit_shared(groups, timeout=context.time_remaining())
+        results = await self.batcher.submit_shared(groups, timeout=_time_left(context))
         for group_results in results:
             for result in group_results:
                 if isinstance(result, BaseException):
@@ -297,3 +299,8 @@ def _field_path(item_path: str, sub_field: str | None) -> str:
 
 
 _REQUEST_OPTIONS = {"top_k", "targets", "max_answer_length", "doc_stride"}
+
+
+def _time_left(context: grpc.aio.ServicerContext | None) -> float | None:
+    """Seconds to the RPC's deadline; None without a deadline or an RPC (in-process calls)."""
+    return context.time_remaining() if context is not None else None

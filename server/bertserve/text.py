@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from transformers import PreTrainedTokenizerBase
+from typing import Any
+
+from transformers import BatchEncoding, PreTrainedTokenizerBase
 
 from .errors import InputError
 from .heads import EncodedRow
@@ -14,19 +16,21 @@ def require_text(value: str, field: str | None = None, what: str = "text") -> No
         raise InputError(f"{what} is empty; give a non-empty string", field=field)
 
 
-def encode(
+def tokenize(
     tokenizer: PreTrainedTokenizerBase,
     text: str,
     pair: str | None = None,
     *,
     max_length: int,
     truncate: bool,
-) -> EncodedRow:
+    **options: Any,
+) -> BatchEncoding:
     """Tokenize a text (or pair) with special tokens, within `max_length`.
 
     Without `truncate` an over-long input raises `InputError` naming its
     length and the limit; with it, the input is cut (the longest segment
-    first, for pairs).
+    first, for pairs). `options` ask the tokenizer for more, e.g.
+    ``return_offsets_mapping=True``.
     """
     encoding = tokenizer(
         text,
@@ -35,11 +39,29 @@ def encode(
         max_length=max_length if truncate else None,
         return_token_type_ids=True,
         return_attention_mask=False,
+        **options,
     )
-    input_ids = list(encoding["input_ids"])
-    if len(input_ids) > max_length:
+    length = len(encoding["input_ids"])
+    if length > max_length:
         raise InputError(
-            f"input is {len(input_ids)} tokens long but the model takes at most {max_length} "
-            "(special tokens included); shorten it or set truncate to cut it"
+            f"input is {length} tokens long but the model takes at most {max_length} "
+            "(special tokens included); shorten it or set truncate to cut it",
+            field="text" if pair is None else None,
         )
-    return EncodedRow(input_ids=input_ids, token_type_ids=list(encoding["token_type_ids"]))
+    return encoding
+
+
+def encode(
+    tokenizer: PreTrainedTokenizerBase,
+    text: str,
+    pair: str | None = None,
+    *,
+    max_length: int,
+    truncate: bool,
+) -> EncodedRow:
+    """The encoder row for a text (or pair): `tokenize` without extras.
+
+    Heads that build their rows with `encode` share encoder rows in `Analyze`.
+    """
+    encoding = tokenize(tokenizer, text, pair, max_length=max_length, truncate=truncate)
+    return EncodedRow(input_ids=list(encoding["input_ids"]), token_type_ids=list(encoding["token_type_ids"]))

@@ -5,12 +5,18 @@
 //
 // MODE "protos": load the .proto files under PROTO_ROOT (e.g. <repo>/protos)
 //   with @grpc/proto-loader and call every task service once, plus
-//   ModelService.ListHeads and one bad FillMask call whose status code,
-//   message and google.rpc.Status details (grpc-status-details-bin) are kept.
+//   ModelService.ListHeads and GetHead, InferenceService.Predict and Analyze,
+//   and one bad FillMask call whose status code, message and google.rpc.Status
+//   details (grpc-status-details-bin) are kept.
 // MODE "reflection": use no .proto files at all (PROTO_ROOT is ignored; pass
 //   "-"). Ask grpc.reflection.v1alpha.ServerReflection for the services, fetch
 //   the file descriptors of each, list its methods, and call
-//   ModelService.ListHeads through the descriptors the server sent.
+//   ModelService.ListHeads and InferenceService.Predict through the
+//   descriptors the server sent.
+//
+// google.protobuf.Struct values (head schemas, Predict/Analyze inputs and
+// outputs) are printed as the plain JSON they stand for, not as proto-loader's
+// {fields: {key: {kind, ..._value}}} objects.
 //
 // Prints ONE JSON object to stdout. Exits non-zero on any unexpected error
 // (the bad FillMask call failing is expected; it succeeding is not).
@@ -143,6 +149,77 @@ const DETAIL_DECODERS = {
   "type.googleapis.com/google.rpc.BadRequest": decoders.BadRequest.responseDeserialize,
 };
 
+// The input of the Predict call, and the Analyze call's text and head.
+const PREDICT_HEAD = "sentiment";
+const PREDICT_INPUT = { text: "a great movie" };
+
+// Converts google.protobuf.Struct between proto-loader's object form and plain
+// JSON. That form depends on where the descriptors came from:
+// - Value's field names: protobufjs bundles its own struct.proto with
+//   camelCase names (stringValue), while the descriptors reflection sends keep
+//   the .proto's snake_case (string_value); so they are looked up by number.
+// - Struct.fields: a map ({key: Value}) from .proto files, but a repeated
+//   {key, value} entry message from serialized descriptors (protobufjs drops
+//   their map_entry option); so a Struct is round-tripped through the
+//   PredictRequest (de)serializer once to see which.
+function structCodec(definition) {
+  const value = definition["google.protobuf.Value"];
+  if (!value) throw new Error("the loaded descriptors do not include google.protobuf.Value");
+  const byNumber = Object.fromEntries(value.type.field.map((f) => [f.number, f.name]));
+  const [NULL, NUMBER, STRING, BOOL, STRUCT, LIST] = [1, 2, 3, 4, 5, 6].map((n) => byNumber[n]);
+  const predict = definition["bertserve.v1.InferenceService"]?.Predict;
+  if (!predict) throw new Error("the loaded descriptors do not include bertserve.v1.InferenceService");
+  const probe = { input: { fields: [{ key: "probe", value: { [STRING]: "x" } }] } };
+  const fieldsAsEntries = Array.isArray(predict.requestDeserialize(predict.requestSerialize(probe)).input.fields);
+
+  // oneofs: true makes `kind` name the member that is set.
+  function fromValue(v) {
+    switch (v.kind) {
+      case NULL: return null;
+      case NUMBER: case STRING: case BOOL: return v[v.kind];
+      case STRUCT: return fromStruct(v[STRUCT]);
+      case LIST: return (v[LIST].values ?? []).map(fromValue);
+      default: throw new Error(`google.protobuf.Value with no known kind: ${JSON.stringify(v)}`);
+    }
+  }
+
+  // An unset Struct field (null) reads as {}, as proto3 reads it.
+  function fromStruct(struct) {
+    const fields = struct?.fields ?? [];
+    const entries = Array.isArray(fields) ? fields.map((e) => [e.key, e.value]) : Object.entries(fields);
+    return Object.fromEntries(entries.map(([key, v]) => [key, fromValue(v)]));
+  }
+
+  function toValue(json) {
+    if (json === null) return { [NULL]: "NULL_VALUE" };
+    if (Array.isArray(json)) return { [LIST]: { values: json.map(toValue) } };
+    switch (typeof json) {
+      case "number": return { [NUMBER]: json };
+      case "string": return { [STRING]: json };
+      case "boolean": return { [BOOL]: json };
+      case "object": return { [STRUCT]: toStruct(json) };
+      default: throw new Error(`no JSON form for ${typeof json}`);
+    }
+  }
+
+  function toStruct(object) {
+    const entries = Object.entries(object).map(([key, json]) => [key, toValue(json)]);
+    return { fields: fieldsAsEntries ? entries.map(([key, v]) => ({ key, value: v })) : Object.fromEntries(entries) };
+  }
+
+  // A HeadInfo with its schemas as plain JSON.
+  function plainHead(head) {
+    return { ...head, input_schema: fromStruct(head.input_schema), output_schema: fromStruct(head.output_schema) };
+  }
+
+  return { fromStruct, toStruct, plainHead, plainHeads: (r) => ({ ...r, heads: r.heads.map(plainHead) }) };
+}
+
+async function predict(client, codec) {
+  const response = await unary(client, "Predict", { head: PREDICT_HEAD, input: codec.toStruct(PREDICT_INPUT) });
+  return codec.fromStruct(response.output);
+}
+
 function deadline() {
   return new Date(Date.now() + DEADLINE_MS);
 }
@@ -197,12 +274,14 @@ async function modeProtos(address, protoRoot) {
   const files = protoFiles(protoRoot);
   const definition = protoLoader.loadSync(files, { ...LOADER_OPTIONS, includeDirs: [protoRoot] });
   const v1 = grpc.loadPackageDefinition(definition).bertserve.v1;
+  const codec = structCodec(definition);
   const constructors = {
     fillMask: v1.FillMaskService,
     sentiment: v1.SentimentService,
     qa: v1.QuestionAnsweringService,
     nsp: v1.NextSentenceService,
     model: v1.ModelService,
+    inference: v1.InferenceService,
   };
   return withClients(address, constructors, async (c) => {
     const result = { proto_files: files };
@@ -215,7 +294,15 @@ async function modeProtos(address, protoRoot) {
     result.next_sentence = await unary(c.nsp, "PredictNextSentence", {
       pairs: [{ first: "john went home .", second: "he slept ." }],
     });
-    result.list_heads = await unary(c.model, "ListHeads", {});
+    result.list_heads = codec.plainHeads(await unary(c.model, "ListHeads", {}));
+    result.get_head = codec.plainHead((await unary(c.model, "GetHead", { name: PREDICT_HEAD })).head);
+    result.predict = await predict(c.inference, codec);
+    const analyzed = await unary(c.inference, "Analyze", {
+      inputs: [{ text: PREDICT_INPUT.text }],
+      heads: [{ head: PREDICT_HEAD }],
+    });
+    result.analyze = analyzed.results.map((r) =>
+      r.outputs.map((o) => ({ head: o.head, output: codec.fromStruct(o.output) })));
     try {
       const unexpected = await unary(c.fillMask, "FillMask", { texts: ["no mask"] });
       throw new Error(`FillMask(["no mask"]) should have failed but returned ${JSON.stringify(unexpected)}`);
@@ -293,12 +380,18 @@ async function modeReflection(address) {
       if (def && !("format" in def)) methods[service] = Object.values(def).map((m) => m.path).sort();
     }
 
-    // A call made with nothing but what reflection returned.
-    const model = grpc.loadPackageDefinition(definition).bertserve?.v1?.ModelService;
-    if (!model) throw new Error("reflection did not describe bertserve.v1.ModelService");
-    const listHeads = await withClients(address, { model }, ({ model: client }) => unary(client, "ListHeads", {}));
+    // Calls made with nothing but what reflection returned.
+    const v1 = grpc.loadPackageDefinition(definition).bertserve?.v1;
+    if (!v1?.ModelService) throw new Error("reflection did not describe bertserve.v1.ModelService");
+    if (!v1?.InferenceService) throw new Error("reflection did not describe bertserve.v1.InferenceService");
+    const codec = structCodec(definition);
+    const constructors = { model: v1.ModelService, inference: v1.InferenceService };
+    const calls = await withClients(address, constructors, async (c) => ({
+      list_heads: codec.plainHeads(await unary(c.model, "ListHeads", {})),
+      predict: await predict(c.inference, codec),
+    }));
 
-    return { services, methods, errors, list_heads: listHeads };
+    return { services, methods, errors, ...calls };
   });
 }
 

@@ -13,6 +13,8 @@ Example::
     with BertServeClient("localhost:50051") as client:
         client.wait_until_ready()
         best = client.answer("Where is the Eiffel Tower?", "The Eiffel Tower is in Paris.").best
+        # Any head, built-in or from a plugin, with JSON-like input and output:
+        output = client.predict("sentiment", {"text": "What a lovely day."})
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ from .results import (
     SentimentResult,
     ServerInfo,
     TokenPrediction,
+    dict_to_struct,
+    struct_to_dict,
 )
 
 __version__ = "0.1.0"
@@ -76,5 +80,7 @@ __all__ = [
     "UnavailableError",
     "UseClientDefault",
     "__version__",
+    "dict_to_struct",
     "error_from_rpc",
+    "struct_to_dict",
 ]

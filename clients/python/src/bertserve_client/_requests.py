@@ -4,13 +4,16 @@ Each RPC has one ``prepare_*`` function that turns Python arguments into a
 :class:`Prepared` call: the request message plus the function that turns the
 response into result objects (one result for a single input, a list for a
 sequence of inputs). The clients only send the request and apply ``convert``.
-Only argument *types* are checked here; values are the server's to judge.
+Only argument *types* are checked here; values are the server's to judge,
+except those the client cannot send or represent faithfully: a non-finite
+number or an int beyond 2**53 in a JSON input, and a head listed twice in
+Analyze (whose results are keyed by head name) raise ValueError.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Generic, TypeAlias, TypeVar
 
@@ -18,10 +21,21 @@ import grpc
 from google.protobuf.message import Message
 
 from .errors import InternalError, UnavailableError, error_from_rpc
-from .results import AnswerResult, FillMaskResult, HeadInfo, NextSentenceResult, SentimentResult, ServerInfo
+from .results import (
+    AnswerResult,
+    FillMaskResult,
+    HeadInfo,
+    NextSentenceResult,
+    SentimentResult,
+    ServerInfo,
+    dict_to_struct,
+    struct_to_dict,
+)
 from .v1 import (
     fill_mask_pb2,
     fill_mask_pb2_grpc,
+    inference_pb2,
+    inference_pb2_grpc,
     model_pb2,
     model_pb2_grpc,
     next_sentence_pb2,
@@ -47,6 +61,12 @@ USE_CLIENT_DEFAULT: Final = UseClientDefault.USE_CLIENT_DEFAULT
 # A per-call timeout: seconds, None for no deadline, or the client's default.
 Timeout: TypeAlias = float | UseClientDefault | None
 
+# What Analyze takes: a text or a (text, text_pair) pair; a head name or a
+# (head name, options) pair; and what it gives per input: each head's output.
+AnalyzeText: TypeAlias = str | tuple[str, str]
+AnalyzeHead: TypeAlias = str | tuple[str, Mapping[str, Any]]
+AnalyzeOutputs: TypeAlias = dict[str, dict[str, Any]]
+
 
 def resolve_timeout(timeout: float | UseClientDefault | None, default: float | None) -> float | None:
     """The per-call timeout when one was given, else the client's default."""
@@ -62,6 +82,7 @@ class Stubs:
         self.sentiment = sentiment_pb2_grpc.SentimentServiceStub(channel)
         self.question_answering = question_answering_pb2_grpc.QuestionAnsweringServiceStub(channel)
         self.model = model_pb2_grpc.ModelServiceStub(channel)
+        self.inference = inference_pb2_grpc.InferenceServiceStub(channel)
 
 
 @dataclass(frozen=True)
@@ -155,6 +176,82 @@ def prepare_server_info() -> Prepared[ServerInfo]:
 def prepare_list_heads() -> Prepared[list[HeadInfo]]:
     """Build a ListHeadsRequest; converts to a list of HeadInfo."""
     return Prepared(model_pb2.ListHeadsRequest(), lambda response: [HeadInfo.from_proto(h) for h in response.heads])
+
+
+def prepare_get_head(name: str) -> Prepared[HeadInfo]:
+    """Build a GetHeadRequest; converts to HeadInfo."""
+    _check_str(name, "name")
+    return Prepared(model_pb2.GetHeadRequest(name=name), lambda response: HeadInfo.from_proto(response.head))
+
+
+def prepare_predict(head: str, input: Mapping[str, Any]) -> Prepared[dict[str, Any]]:
+    """Build a PredictRequest; converts the output Struct to a dict (whole numbers as int)."""
+    _check_str(head, "head")
+    request = inference_pb2.PredictRequest(head=head, input=dict_to_struct(input, name="input"))
+    return Prepared(request, lambda response: struct_to_dict(response.output))
+
+
+def prepare_analyze(
+    texts: AnalyzeText | Iterable[AnalyzeText], heads: Iterable[AnalyzeHead]
+) -> Prepared[AnalyzeOutputs | list[AnalyzeOutputs]]:
+    """Build an AnalyzeRequest; converts to one {head: output} dict per input (one dict for a str).
+
+    Outputs are keyed by head name, so a head may appear only once in ``heads``.
+    """
+    if isinstance(texts, str):
+        inputs, single = [inference_pb2.AnalyzeInput(text=texts)], True
+    else:
+        items = _items(texts, "texts must be a str or a sequence of texts and (text, text_pair) pairs")
+        inputs, single = [_analyze_input(item, index) for index, item in enumerate(items)], False
+    options: list[inference_pb2.HeadOptions] = []
+    heads_message = "heads must be a sequence of head names and (name, options) pairs, e.g. ['sentiment']"
+    for index, item in enumerate(_items(heads, heads_message)):
+        name: Any
+        values: Any
+        if isinstance(item, str):
+            name, values = item, {}
+        elif isinstance(item, Sequence) and len(item) == 2 and isinstance(item[0], str):
+            name, values = item[0], item[1]
+        else:
+            raise TypeError(f"heads[{index}] must be a head name or a (name, options) pair, not {_describe(item)}")
+        struct = dict_to_struct(values, name=f"heads[{index}].options")
+        if any(o.head == name for o in options):
+            raise ValueError(f"heads[{index}]: head {name!r} is listed twice; results are keyed by head name")
+        options.append(inference_pb2.HeadOptions(head=name, options=struct))
+    names = [o.head for o in options]
+
+    def convert(response: Any) -> AnalyzeOutputs | list[AnalyzeOutputs]:
+        if len(response.results) != len(inputs):
+            raise InternalError(f"server returned {len(response.results)} results for {len(inputs)} inputs")
+        results: list[AnalyzeOutputs] = []
+        for result in response.results:
+            got = [o.head for o in result.outputs]
+            if got != names:
+                raise InternalError(f"server returned outputs of heads {got} for heads {names}")
+            results.append({o.head: struct_to_dict(o.output) for o in result.outputs})
+        return results[0] if single else results
+
+    return Prepared(inference_pb2.AnalyzeRequest(inputs=inputs, heads=options), convert)
+
+
+def _analyze_input(item: Any, index: int) -> inference_pb2.AnalyzeInput:
+    if isinstance(item, str):
+        return inference_pb2.AnalyzeInput(text=item)
+    # A bare str has a length too; a 2-character one must not pass as a pair.
+    if isinstance(item, Sequence) and len(item) == 2 and all(isinstance(part, str) for part in item):
+        return inference_pb2.AnalyzeInput(text=item[0], text_pair=item[1])
+    raise TypeError(f"texts[{index}] must be a str or a (text, text_pair) pair of str, not {_describe(item)}")
+
+
+def _items(values: Iterable[T], message: str) -> list[T]:
+    if isinstance(values, (str, bytes, bytearray)) or not isinstance(values, Iterable):
+        raise TypeError(f"{message}, not {type(values).__name__}")
+    return list(values)
+
+
+def _check_str(value: Any, name: str) -> None:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, not {type(value).__name__}")
 
 
 def _results(from_proto: Callable[[Any], R], expected: int, single: bool) -> Callable[[Any], R | list[R]]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
@@ -289,6 +289,91 @@ class BertServeClient:
     def list_heads(self, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> list[HeadInfo]:
         """List every registered head, loaded or not, in registration order."""
         return self._invoke(self._stubs.model.ListHeads, rq.prepare_list_heads(), timeout)
+
+    def get_head(self, name: str, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> HeadInfo:
+        """Describe head ``name``, with its input and output JSON Schemas.
+
+        Raises:
+            NotFoundError: No head is registered under ``name``.
+        """
+        return self._invoke(self._stubs.model.GetHead, rq.prepare_get_head(name), timeout)
+
+    def predict(
+        self,
+        head: str,
+        input: Mapping[str, Any],
+        *,
+        timeout: Timeout = USE_CLIENT_DEFAULT,
+    ) -> dict[str, Any]:
+        """Run head ``head`` on one JSON-like input (``InferenceService.Predict``).
+
+        Reaches every head, built-in or from a plugin; :meth:`get_head` gives
+        the JSON Schemas of its input and output.
+
+        Args:
+            head: Head name (see :meth:`list_heads`).
+            input: The input, e.g. ``{"text": "a great movie"}``; it must
+                validate against the head's ``input_schema``.
+            timeout: Deadline of this call in seconds, overriding the client's.
+
+        Returns:
+            The head's output as a plain dict, whole numbers as int (token
+            ids, offsets).
+
+        Raises:
+            TypeError: ``input`` holds a value with no JSON form.
+            ValueError: ``input`` holds a non-finite number or an int beyond 2**53.
+        """
+        return self._invoke(self._stubs.inference.Predict, rq.prepare_predict(head, input), timeout)
+
+    @overload
+    def analyze(  # type: ignore[overload-overlap]  # a str is a Sequence[str] too
+        self,
+        texts: str,
+        heads: Sequence[str | tuple[str, Mapping[str, Any]]],
+        *,
+        timeout: Timeout = USE_CLIENT_DEFAULT,
+    ) -> dict[str, dict[str, Any]]: ...
+
+    @overload
+    def analyze(
+        self,
+        texts: Sequence[str | tuple[str, str]],
+        heads: Sequence[str | tuple[str, Mapping[str, Any]]],
+        *,
+        timeout: Timeout = USE_CLIENT_DEFAULT,
+    ) -> list[dict[str, dict[str, Any]]]: ...
+
+    def analyze(
+        self,
+        texts: str | Sequence[str | tuple[str, str]],
+        heads: Sequence[str | tuple[str, Mapping[str, Any]]],
+        *,
+        timeout: Timeout = USE_CLIENT_DEFAULT,
+    ) -> dict[str, dict[str, Any]] | list[dict[str, dict[str, Any]]]:
+        """Run several heads on the same text(s), one encoder pass per text (``InferenceService.Analyze``).
+
+        Args:
+            texts: A text, or a sequence of texts and (text, text_pair) pairs
+                (pair heads such as "next-sentence" read pairs; the others
+                single texts). For one pair, pass ``[(text, text_pair)]``.
+            heads: Head names, or (name, options) pairs whose options join each
+                input, e.g. ``["sentiment", ("fill-mask", {"top_k": 3})]``.
+                The heads' ``text_fields`` are filled from ``texts``. A head
+                may appear once only.
+            timeout: Deadline of this call in seconds, overriding the client's.
+
+        Returns:
+            For each input, a dict mapping each head name to its output (as
+            :meth:`predict` returns it), in the order of ``heads``; one dict
+            for a str, a list in input order for a sequence.
+
+        Raises:
+            TypeError: An argument or option value has the wrong type.
+            ValueError: A head is listed twice, or an option holds a number
+                with no exact JSON form.
+        """
+        return self._invoke(self._stubs.inference.Analyze, rq.prepare_analyze(texts, heads), timeout)
 
     def wait_until_ready(self, timeout: float = 60.0) -> None:
         """Block until the server's grpc.health.v1 status is SERVING (its encoder is loaded).

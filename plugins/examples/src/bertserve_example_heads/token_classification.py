@@ -36,6 +36,7 @@ from bertserve import (
     load_head_file,
     require_text,
     save_head_file,
+    tokenize,
 )
 
 __all__ = [
@@ -166,24 +167,15 @@ class TokenClassificationHead(Head[TokenClassificationInput, TokenClassification
             raise InputError(
                 f"aggregation must be one of {', '.join(_AGGREGATIONS)}; got {item.aggregation!r}", field="aggregation"
             )
-        max_length = self._encoder.max_sequence_length
-        # `bertserve.encode` gives no character offsets, so tokenize here with its length rule.
-        encoding = self._encoder.tokenizer(
+        encoding = tokenize(
+            self._encoder.tokenizer,
             item.text,
-            truncation=item.truncate,
-            max_length=max_length if item.truncate else None,
-            return_token_type_ids=True,
-            return_attention_mask=False,
+            max_length=self._encoder.max_sequence_length,
+            truncate=item.truncate,
             return_offsets_mapping=True,
             return_special_tokens_mask=True,
         )
         input_ids = list(encoding["input_ids"])
-        if len(input_ids) > max_length:
-            raise InputError(
-                f"input is {len(input_ids)} tokens long but the model takes at most {max_length} "
-                "(special tokens included); shorten it or set truncate to cut it",
-                field="text",
-            )
         tokens = _Tokens(
             offsets=tuple((int(start), int(end)) for start, end in encoding["offset_mapping"]),
             special=tuple(bool(flag) for flag in encoding["special_tokens_mask"]),
