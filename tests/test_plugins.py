@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -159,3 +160,44 @@ def test_a_head_is_an_abstract_contract() -> None:
 
     with pytest.raises(TypeError):
         Incomplete()  # type: ignore[abstract]
+
+
+class _BlockingHead(SentimentHead):
+    """Preprocessing that blocks until the test releases it, like a CPU-heavy head."""
+
+    name = "blocking"
+    release = threading.Event()
+    entered = threading.Event()
+
+    def preprocess(self, item: TextClassificationInput) -> list[EncodedRow]:
+        self.entered.set()
+        assert self.release.wait(timeout=30)
+        return super().preprocess(item)
+
+
+class _BlockingPlugin:
+    BERTSERVE_API_VERSION = "1.0"
+
+    @hookimpl
+    def register_heads(self, register, config):  # type: ignore[no-untyped-def]
+        register(_BlockingHead())
+
+
+def test_slow_preprocessing_does_not_stall_the_event_loop(tiny_config: ServerConfig) -> None:
+    config = ServerConfig(
+        model=tiny_config.model,
+        head_files={**tiny_config.head_files, "blocking": tiny_config.head_files["sentiment"]},
+        device="cpu",
+        port=0,
+    )
+    with BackgroundServer(config, plugins=[*BUILT_INS, ("blocking", _BlockingPlugin())]) as running:
+        with grpc.insecure_channel(running.address) as channel:
+            slow = st_grpc.SentimentServiceStub(channel).ClassifySentiment.future(
+                st.ClassifySentimentRequest(texts=["good"], head="blocking"), timeout=30
+            )
+            assert _BlockingHead.entered.wait(timeout=10)
+            # While the head's preprocessing is blocked, the server still answers.
+            heads = model_pb2_grpc.ModelServiceStub(channel).ListHeads(model_pb2.ListHeadsRequest(), timeout=5).heads
+            assert "blocking" in {h.name for h in heads} and not slow.done()
+            _BlockingHead.release.set()
+            assert slow.result(timeout=10).results[0].label
