@@ -199,5 +199,10 @@ def test_slow_preprocessing_does_not_stall_the_event_loop(tiny_config: ServerCon
             # While the head's preprocessing is blocked, the server still answers.
             heads = model_pb2_grpc.ModelServiceStub(channel).ListHeads(model_pb2.ListHeadsRequest(), timeout=5).heads
             assert "blocking" in {h.name for h in heads} and not slow.done()
+            # ... and other heads' requests are preprocessed on other worker threads.
+            other = st_grpc.SentimentServiceStub(channel).ClassifySentiment(
+                st.ClassifySentimentRequest(texts=["bad"]), timeout=5
+            )
+            assert other.results[0].label and not slow.done()
             _BlockingHead.release.set()
             assert slow.result(timeout=10).results[0].label

@@ -53,6 +53,7 @@ class ServerConfig:
     ``"auto"`` (float32 on CPU, bfloat16 or float16 on CUDA), ``"float32"``,
     ``"float16"`` or ``"bfloat16"``. `plugins_allow` (None: all) and
     `plugins_deny` hold plugin entry-point or distribution names.
+    `worker_threads` run the heads' pre- and postprocessing.
     """
 
     model: str | None = None
@@ -63,6 +64,7 @@ class ServerConfig:
     port: int = DEFAULT_PORT
     max_sequence_length: int | None = None
     max_inputs_per_request: int = 1024
+    worker_threads: int = 4
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     plugin_entry_point_group: str = "bertserve.heads"
     plugins_allow: tuple[str, ...] | None = None

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -101,7 +103,9 @@ class SharedEncoder:
         self.model_name = model_name
         self.bert = model.bert
         self.config = model.config
-        self.tokenizer = tokenizer
+        self._tokenizer = tokenizer
+        self._tokenizer_thread = threading.get_ident()
+        self._thread_tokenizers = threading.local()
         self.device = device
         self.dtype = dtype
         self.max_sequence_length = max_sequence_length
@@ -172,6 +176,21 @@ class SharedEncoder:
             "yes" if encoder.has_pooler else "no",
         )
         return encoder
+
+    @property
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        """The tokenizer, one copy per thread.
+
+        A fast tokenizer keeps its truncation and padding settings as mutable
+        state, so threads tokenizing at once with different settings would
+        race; each thread other than the loading one gets its own copy.
+        """
+        if threading.get_ident() == self._tokenizer_thread:
+            return self._tokenizer
+        tokenizer = getattr(self._thread_tokenizers, "tokenizer", None)
+        if tokenizer is None:
+            tokenizer = self._thread_tokenizers.tokenizer = copy.deepcopy(self._tokenizer)
+        return tokenizer
 
     @property
     def word_embeddings(self) -> torch.nn.Parameter:

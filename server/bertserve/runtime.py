@@ -46,18 +46,19 @@ class HeadRunner(Protocol):
 class Runtime:
     """Everything a request handler needs, built once at start-up.
 
-    Pre- and postprocessing run on one worker thread, off the event loop:
-    one, because a fast tokenizer's truncation settings are shared state
-    that concurrent calls would race on.
+    Pre- and postprocessing run on a pool of worker threads, off the event
+    loop, so one slow head does not hold up the others (each thread has its
+    own tokenizer copy: `SharedEncoder.tokenizer`).
     """
 
     config: ServerConfig
     encoder: SharedEncoder
     registry: HeadRegistry
     batcher: Batcher
-    worker: ThreadPoolExecutor = field(
-        default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="bertserve-prepost")
-    )
+    worker: ThreadPoolExecutor = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.worker = ThreadPoolExecutor(max_workers=self.config.worker_threads, thread_name_prefix="bertserve-prepost")
 
     async def _offload(self, function: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.worker, function, *args)
