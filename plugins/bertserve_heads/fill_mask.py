@@ -173,10 +173,10 @@ class FillMaskHead(Head[FillMaskInput, FillMaskOutput]):
                 filled = list(row.input_ids)
                 filled[position] = token_id
                 kept = [t for i, t in enumerate(filled) if t not in special or (i in other_masks and i != position)]
-                sequence = tokenizer.decode(kept)
+                sequence = str(tokenizer.decode(kept))
                 predictions.append(
                     TokenPrediction(
-                        token=tokenizer.convert_ids_to_tokens(token_id),
+                        token=str(tokenizer.convert_ids_to_tokens(token_id)),
                         token_id=token_id,
                         score=score,
                         sequence=sequence,

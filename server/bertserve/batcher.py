@@ -162,10 +162,11 @@ class Batcher:
                 raise ValueError("every row of a shared group must hold the same tokens")
         futures = self._enqueue(groups, timeout)
         flat = await asyncio.gather(*(f for group in futures for f in group), return_exceptions=True)
-        results, offset = [], 0
-        for group in futures:
-            results.append(list(flat[offset : offset + len(group)]))
-            offset += len(group)
+        results: list[list[Any]] = []
+        offset = 0
+        for group_futures in futures:
+            results.append(list(flat[offset : offset + len(group_futures)]))
+            offset += len(group_futures)
         return results
 
     def _enqueue(

@@ -8,6 +8,7 @@ import logging
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any, cast
 
 import torch
 import transformers
@@ -136,7 +137,8 @@ class SharedEncoder:
         transformers.logging.set_verbosity_error()  # we report missing heads ourselves
         transformers.logging.disable_progress_bar()
         try:
-            model, info = BertForPreTraining.from_pretrained(model_name, output_loading_info=True, dtype=torch.float32)
+            loaded = BertForPreTraining.from_pretrained(model_name, output_loading_info=True, dtype=torch.float32)
+            model, info = cast(tuple[BertForPreTraining, dict[str, Any]], loaded)
         finally:
             transformers.logging.set_verbosity(previous)
             transformers.logging.enable_progress_bar()
@@ -155,7 +157,7 @@ class SharedEncoder:
                 raise ValueError(f"max_sequence_length must be between 8 and {limit}; got {max_sequence_length}")
             limit = max_sequence_length
         model.eval().requires_grad_(False)
-        model.bert.to(device=torch_device, dtype=torch_dtype)
+        model.bert.to(device=torch_device, dtype=torch_dtype)  # type: ignore[call-arg]  # transformers stub
         encoder = cls(
             model_name=model_name,
             model=model,

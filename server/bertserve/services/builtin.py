@@ -72,10 +72,11 @@ _SERVICES: list[tuple[str, Callable[[Any, Any], None], Callable[[Any], Any], tup
 def register_services(register: Callable[[ServiceDefinition], None], config: ServerConfig) -> None:
     """The four task services (each needs its default head), model and inference."""
     for name, add_to_server, servicer, heads in _SERVICES:
-        register(
-            ServiceDefinition(
-                name,
-                lambda server, runner, add=add_to_server, make=servicer: add(make(runner), server),
-                heads=heads,
-            )
-        )
+        register(ServiceDefinition(name, _adder(add_to_server, servicer), heads=heads))
+
+
+def _adder(add_to_server: Callable[[Any, Any], None], servicer: Callable[[Any], Any]) -> Callable[[Any, Any], None]:
+    def add(server: Any, runner: Any) -> None:
+        add_to_server(servicer(runner), server)
+
+    return add

@@ -222,7 +222,7 @@ class TokenClassificationHead(Head[TokenClassificationInput, TokenClassification
         for index, token_scores in enumerate(scores):
             if tokens.special[index]:
                 continue
-            word = tokenizer.convert_ids_to_tokens(int(input_ids[index]))
+            word = str(tokenizer.convert_ids_to_tokens(int(input_ids[index])))
             start, end = tokens.offsets[index]
             word_ref = sentence[start:end]
             if self._word_aware:
