@@ -42,3 +42,15 @@ def test_client_subcommand_reports_errors_with_the_field(server: BackgroundServe
     assert main(["fill-mask", "no mask at all", "--target", server.address]) == 1
     err = capsys.readouterr().err
     assert "INVALID_ARGUMENT" in err and "texts[0]" in err
+
+
+def test_generic_subcommands_print_json(server: BackgroundServer, capsys) -> None:  # type: ignore[no-untyped-def]
+    assert main(["predict", "sentiment", '{"text": "a great movie"}', "--target", server.address]) == 0
+    assert json.loads(capsys.readouterr().out)["label"] in {"negative", "neutral", "positive"}
+    assert (
+        main(["analyze", "the [MASK] was great", "--heads", "sentiment", "fill-mask", "--target", server.address]) == 0
+    )
+    assert set(json.loads(capsys.readouterr().out)) == {"sentiment", "fill-mask"}
+    assert main(["predict", "sentiment", "not json", "--target", server.address]) == 2
+    assert main(["predict", "sentiment", '{"txt": "x"}', "--target", server.address]) == 1
+    assert "input.txt" in capsys.readouterr().err

@@ -77,6 +77,8 @@ def _build_parser() -> argparse.ArgumentParser:
         ("next-sentence", "probability that SECOND follows FIRST", _next_sentence, ["first", "second"]),
         ("sentiment", "classify the sentiment of a text", _sentiment, ["text"]),
         ("answer", "answer QUESTION from CONTEXT", _answer, ["question", "context"]),
+        ("predict", "run any head on a JSON input", _predict, ["head", "input"]),
+        ("analyze", "run several heads on one text in one encoder pass", _analyze, ["text"]),
     ]:
         sub = commands.add_parser(name, help=help_text)
         for positional in positionals:
@@ -88,6 +90,8 @@ def _build_parser() -> argparse.ArgumentParser:
     commands.choices["fill-mask"].add_argument("--top-k", type=int, default=5)
     commands.choices["fill-mask"].add_argument("--targets", nargs="+", default=None, help="only score these words")
     commands.choices["answer"].add_argument("--top-k", type=int, default=1)
+    commands.choices["analyze"].add_argument("--heads", nargs="+", required=True, help="head names")
+    commands.choices["analyze"].add_argument("--text-pair", default=None, help="second text, for pair heads")
     for name in ("fill-mask", "next-sentence", "sentiment"):
         commands.choices[name].add_argument("--truncate", action="store_true", help="cut over-long input")
     return parser
@@ -254,6 +258,22 @@ def _sentiment(args: argparse.Namespace) -> int:
 
 def _answer(args: argparse.Namespace) -> int:
     return _run_client_call(args, lambda c: c.answer(args.question, args.context, top_k=args.top_k))
+
+
+def _predict(args: argparse.Namespace) -> int:
+    try:
+        data = json.loads(args.input)
+    except json.JSONDecodeError as error:
+        print(f"error: INPUT must be a JSON object: {error}", file=sys.stderr)
+        return 2
+    args.json = True
+    return _run_client_call(args, lambda c: c.predict(args.head, data))
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    text = (args.text, args.text_pair) if args.text_pair else args.text
+    args.json = True
+    return _run_client_call(args, lambda c: c.analyze([text], args.heads)[0])
 
 
 def _to_jsonable(value: Any) -> Any:
