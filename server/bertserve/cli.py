@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import DEFAULT_PORT, BatchingConfig, ServerConfig
+from .schema import to_json
 
 log = logging.getLogger("bertserve")
 
@@ -232,7 +233,7 @@ def _run_client_call(args: argparse.Namespace, call: Any) -> int:
             print(f"  {violation.field}: {violation.description}", file=sys.stderr)
         return 1
     if args.json:
-        print(json.dumps(_to_jsonable(result), indent=2))
+        print(json.dumps(to_json(result), indent=2))
     else:
         print(_render(result))
     return 0
@@ -276,21 +277,6 @@ def _analyze(args: argparse.Namespace) -> int:
     return _run_client_call(args, lambda c: c.analyze([text], args.heads)[0])
 
 
-def _to_jsonable(value: Any) -> Any:
-    import dataclasses
-    import enum
-
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, dict):
-        return {k: _to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_to_jsonable(v) for v in value]
-    if isinstance(value, enum.Enum):
-        return value.value
-    return value
-
-
 def _render(result: Any) -> str:
     """Readable text for the client subcommands' results."""
     from bertserve_client import AnswerResult, FillMaskResult, NextSentenceResult, SentimentResult
@@ -313,7 +299,7 @@ def _render(result: Any) -> str:
         if not result.answers:
             lines.append("(no answer)")
     else:
-        lines.append(json.dumps(_to_jsonable(result), indent=2))
+        lines.append(json.dumps(to_json(result), indent=2))
     return "\n".join(lines)
 
 
