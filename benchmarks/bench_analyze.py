@@ -22,7 +22,8 @@ import time
 from pathlib import Path
 
 import torch
-from bertserve import HeadFileMetadata, SharedEncoder, save_head_file
+from bench_batching import make_sentiment_head
+from bertserve import SharedEncoder
 from bertserve.background import BackgroundServer
 from bertserve.config import ServerConfig
 from bertserve.default_model import default_model_path
@@ -41,19 +42,14 @@ def texts(count: int) -> list[str]:
 
 def head_files(encoder: SharedEncoder, folder: Path) -> dict[str, Path]:
     token = importlib.import_module("bertserve_example_heads.token_classification")
-    sentiment = folder / "sentiment.safetensors"
-    metadata = HeadFileMetadata(
-        task="sentiment",
-        architecture="pooled-linear",
-        encoder_name=encoder.model_name,
-        encoder_fingerprint=encoder.fingerprint,
-        hidden_size=encoder.hidden_size,
-        labels=("negative", "positive"),
-    )
-    save_head_file(sentiment, {"classifier.weight": torch.randn(2, 384), "classifier.bias": torch.zeros(2)}, metadata)
+    sentiment = make_sentiment_head(encoder, folder)
     labels = ("O", "B-PER", "I-PER", "B-LOC", "I-LOC")
     ner = token.save_token_classification_head(
-        folder / "ner.safetensors", encoder, torch.randn(len(labels), 384), torch.zeros(len(labels)), labels
+        folder / "ner.safetensors",
+        encoder,
+        torch.randn(len(labels), encoder.hidden_size),
+        torch.zeros(len(labels)),
+        labels,
     )
     return {"sentiment": sentiment, "token-classification": ner}
 

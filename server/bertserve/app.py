@@ -33,6 +33,25 @@ log = logging.getLogger(__name__)
 _HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 
 
+def server_plugins(
+    config: ServerConfig, plugins: Iterable[Plugin | tuple[str, object]] | None = None
+) -> list[Plugin | tuple[str, object]]:
+    """The built-in services plugin, then `plugins` (default: entry-point discovery)."""
+    core = Plugin(builtin.PLUGIN_NAME, builtin, "bertserve", __version__)
+    found = discover_plugins(config.plugin_entry_point_group) if plugins is None else plugins
+    return [core, *found]
+
+
+def load_encoder(config: ServerConfig) -> SharedEncoder:
+    """The configured encoder (default: the offline all-MiniLM-L6-v2)."""
+    return SharedEncoder.load(
+        config.model or str(default_model_path()),
+        device=config.device,
+        dtype=config.dtype,
+        max_sequence_length=config.max_sequence_length,
+    )
+
+
 class _LazyRuntime:
     """Hands the runtime to servicers once loaded; UNAVAILABLE before that."""
 
@@ -70,9 +89,7 @@ class BertServeServer:
 
     async def start(self) -> int:
         """Register plugins and services, bind, and serve health and reflection; returns the port."""
-        plugins = self._plugins if self._plugins is not None else discover_plugins(self.config.plugin_entry_point_group)
-        core = Plugin(builtin.PLUGIN_NAME, builtin, "bertserve", __version__)
-        self._registry = registry = register_plugins(self.config, [core, *plugins])
+        self._registry = registry = register_plugins(self.config, server_plugins(self.config, self._plugins))
         for problem in registry.problems:
             log.error("plugin %s not loaded: %s", problem.plugin, problem.error)
         for service in registry.services:
@@ -91,14 +108,7 @@ class BertServeServer:
         """Load the encoder and heads, start the batcher, and report SERVING."""
         config, registry = self.config, self._registry
         assert registry is not None, "start() first"
-        model = config.model or str(default_model_path())
-        encoder = await asyncio.to_thread(
-            SharedEncoder.load,
-            model,
-            device=config.device,
-            dtype=config.dtype,
-            max_sequence_length=config.max_sequence_length,
-        )
+        encoder = await asyncio.to_thread(load_encoder, config)
         await asyncio.to_thread(load_heads, registry, encoder, config)
         batcher = Batcher(encoder, config.batching)
         await asyncio.to_thread(batcher.calibrate)

@@ -22,7 +22,7 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -81,7 +81,6 @@ class BatcherStats:
     real_tokens: int = 0
     dropped_cancelled: int = 0
     dropped_expired: int = 0
-    batch_sizes: list[int] = field(default_factory=list)
 
 
 class Batcher:
@@ -277,7 +276,6 @@ class Batcher:
         self.stats.rows += len(batch)
         self.stats.padded_tokens += len(batch) * width
         self.stats.real_tokens += int(attention_mask.sum())
-        self.stats.batch_sizes.append(len(batch))
 
         # Each head reads its rows of the batch: (batch index, consumer index) pairs.
         by_head: dict[int, list[tuple[int, int]]] = defaultdict(list)

@@ -174,21 +174,12 @@ async def _serve_async(config: ServerConfig) -> int:
 
 
 def _heads(args: argparse.Namespace) -> int:
-    from . import __version__
-    from .default_model import default_model_path
-    from .encoder import SharedEncoder
-    from .plugin_manager import Plugin, discover_plugins, load_heads, register_plugins
-    from .services import builtin
+    from .app import load_encoder, server_plugins
+    from .plugin_manager import load_heads, register_plugins
 
     config = _config(args)
-    encoder = SharedEncoder.load(
-        config.model or str(default_model_path()),
-        device=config.device,
-        dtype=config.dtype,
-        max_sequence_length=config.max_sequence_length,
-    )
-    core = Plugin(builtin.PLUGIN_NAME, builtin, "bertserve", __version__)
-    registry = register_plugins(config, [core, *discover_plugins(config.plugin_entry_point_group)])
+    encoder = load_encoder(config)
+    registry = register_plugins(config, server_plugins(config))
     load_heads(registry, encoder, config)
     rows = [
         {

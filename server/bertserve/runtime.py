@@ -128,7 +128,6 @@ class Runtime:
         ]
         rows = await self._offload(self._analyze_rows, heads, items_per_head)
         groups: list[list[tuple[Head[Any, Any], EncodedRow]]] = []
-        owners: list[tuple[int, int]] = []  # (text index, group index) per group
         for text_index in range(len(texts)):
             by_tokens: dict[tuple[tuple[int, ...], tuple[int, ...]], list[tuple[Head[Any, Any], EncodedRow]]] = {}
             for head_index, head in enumerate(heads):
@@ -136,7 +135,6 @@ class Runtime:
                     key = (tuple(row.input_ids), tuple(row.token_type_ids))
                     by_tokens.setdefault(key, []).append((head, row))
             for group in by_tokens.values():
-                owners.append((text_index, len(groups)))
                 groups.append(group)
         results = await self.batcher.submit_shared(groups, timeout=_time_left(context))
         for group_results in results:
