@@ -18,26 +18,12 @@ from bertserve.batcher import measure_forward_cost_tokens, select_batch
 from bertserve.tasks import QuestionAnsweringInput
 from bertserve_client.v1 import (
     fill_mask_pb2 as fm,
-)
-from bertserve_client.v1 import (
     fill_mask_pb2_grpc as fm_grpc,
-)
-from bertserve_client.v1 import (
     next_sentence_pb2 as ns,
-)
-from bertserve_client.v1 import (
     next_sentence_pb2_grpc as ns_grpc,
-)
-from bertserve_client.v1 import (
     question_answering_pb2 as qa,
-)
-from bertserve_client.v1 import (
     question_answering_pb2_grpc as qa_grpc,
-)
-from bertserve_client.v1 import (
     sentiment_pb2 as st,
-)
-from bertserve_client.v1 import (
     sentiment_pb2_grpc as st_grpc,
 )
 

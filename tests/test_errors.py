@@ -11,26 +11,12 @@ from bertserve.background import BackgroundServer
 from bertserve.config import ServerConfig
 from bertserve_client.v1 import (
     fill_mask_pb2 as fm,
-)
-from bertserve_client.v1 import (
     fill_mask_pb2_grpc as fm_grpc,
-)
-from bertserve_client.v1 import (
     next_sentence_pb2 as ns,
-)
-from bertserve_client.v1 import (
     next_sentence_pb2_grpc as ns_grpc,
-)
-from bertserve_client.v1 import (
     question_answering_pb2 as qa,
-)
-from bertserve_client.v1 import (
     question_answering_pb2_grpc as qa_grpc,
-)
-from bertserve_client.v1 import (
     sentiment_pb2 as st,
-)
-from bertserve_client.v1 import (
     sentiment_pb2_grpc as st_grpc,
 )
 from rpc import call_failure

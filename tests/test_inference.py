@@ -12,18 +12,10 @@ import pytest
 from bertserve.background import BackgroundServer
 from bertserve_client.v1 import (
     inference_pb2 as inf,
-)
-from bertserve_client.v1 import (
     inference_pb2_grpc as inf_grpc,
-)
-from bertserve_client.v1 import (
     model_pb2,
     model_pb2_grpc,
-)
-from bertserve_client.v1 import (
     sentiment_pb2 as st,
-)
-from bertserve_client.v1 import (
     sentiment_pb2_grpc as st_grpc,
 )
 from google.protobuf import json_format, struct_pb2

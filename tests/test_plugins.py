@@ -17,9 +17,7 @@ from bertserve.background import BackgroundServer
 from bertserve.config import ServerConfig
 from bertserve.plugin_manager import DuplicateNameError, discover_plugins, register_plugins
 from bertserve.tasks import ClassificationOutput, TextClassificationInput
-from bertserve_client.v1 import model_pb2, model_pb2_grpc
-from bertserve_client.v1 import sentiment_pb2 as st
-from bertserve_client.v1 import sentiment_pb2_grpc as st_grpc
+from bertserve_client.v1 import model_pb2, model_pb2_grpc, sentiment_pb2 as st, sentiment_pb2_grpc as st_grpc
 from bertserve_heads.sentiment import SentimentHead
 from rpc import call_failure
 

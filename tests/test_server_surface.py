@@ -11,8 +11,7 @@ import pytest
 from bertserve.app import BertServeServer
 from bertserve.background import BackgroundServer
 from bertserve.config import ServerConfig
-from bertserve_client.v1 import sentiment_pb2 as st
-from bertserve_client.v1 import sentiment_pb2_grpc as st_grpc
+from bertserve_client.v1 import sentiment_pb2 as st, sentiment_pb2_grpc as st_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 from rpc import call_failure
