@@ -1,4 +1,8 @@
-"""Fill-mask: the checkpoint's own masked-LM head, scored only at mask positions.
+"""Fill-mask: a masked-LM head scored only at mask positions.
+
+Which weights load, first found: ``--head-file fill-mask=...`` (written by
+`bertserve train-head fill-mask`), the checkpoint's own ``cls.predictions``
+head, the head trained for the default encoder.
 
 The decoder multiplies by the encoder's word-embedding matrix (tied, never
 copied), and vocabulary logits are computed for mask positions only.
@@ -21,43 +25,21 @@ from bertserve import (
     HeadLoadContext,
     HeadUnavailable,
     InputError,
+    MaskedLMModule,
     MaskPredictions,
     SharedEncoder,
     TokenPrediction,
     encode,
     hookimpl,
+    load_masked_lm,
+    masked_lm_from_state,
     require_text,
 )
-from transformers.activations import ACT2FN
+
+from .default_heads import configured_or_packaged
 
 # The plugin API version this module targets.
 BERTSERVE_API_VERSION = "1.0"
-
-
-class MaskedLMHead(torch.nn.Module):
-    """BERT's MLM head: dense + activation + LayerNorm, then the tied decoder."""
-
-    def __init__(self, encoder: SharedEncoder, state: dict[str, torch.Tensor]) -> None:
-        super().__init__()
-        config = encoder.config
-        self.dense = torch.nn.Linear(config.hidden_size, config.hidden_size)
-        self.activation = ACT2FN[config.hidden_act]
-        self.layer_norm = torch.nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dense.weight.data.copy_(state["transform.dense.weight"])
-        self.dense.bias.data.copy_(state["transform.dense.bias"])
-        self.layer_norm.weight.data.copy_(state["transform.LayerNorm.weight"])
-        self.layer_norm.bias.data.copy_(state["transform.LayerNorm.bias"])
-        bias = state.get("bias", state.get("decoder.bias"))
-        if bias is None:
-            raise HeadUnavailable("the checkpoint's masked-LM head has no output bias (cls.predictions.bias)")
-        self.bias = torch.nn.Parameter(bias.clone(), requires_grad=False)
-        self.decoder_weight = encoder.word_embeddings  # shared, not copied
-        self.to(device=encoder.device, dtype=encoder.dtype)
-        self.requires_grad_(False)
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        transformed = self.layer_norm(self.activation(self.dense(hidden)))
-        return transformed @ self.decoder_weight.T + self.bias
 
 
 @dataclass(frozen=True)
@@ -68,29 +50,35 @@ class _MaskRow:
 
 
 class FillMaskHead(Head[FillMaskInput, FillMaskOutput]):
-    """Predicts the tokens behind mask tokens with the checkpoint's MLM head."""
+    """Predicts the tokens behind mask tokens with a masked-LM head."""
 
     name = "fill-mask"
     task = "fill-mask"
-    description = "masked-word prediction with the checkpoint's pretrained MLM head"
+    description = "masked-word prediction (head file or the checkpoint's MLM head)"
     input_type = FillMaskInput
     output_type = FillMaskOutput
     text_fields = ("text",)
 
     def __init__(self) -> None:
         self._encoder: SharedEncoder | None = None
-        self._module: MaskedLMHead | None = None
+        self._module: MaskedLMModule | None = None
 
     def load(self, context: HeadLoadContext) -> HeadDescription:
-        state = context.encoder.pretraining_head_state("predictions")
-        if state is None:
+        encoder = context.encoder
+        self._encoder = encoder
+        state = encoder.pretraining_head_state("predictions")
+        if context.head_file is None and state is not None:
+            self._module = masked_lm_from_state(state, encoder, encoder.model_name)
+            return HeadDescription(source=f"masked-LM head of {encoder.model_name}")
+        path = configured_or_packaged(self.name, context)
+        if path is None:
             raise HeadUnavailable(
-                f"{context.encoder.model_name} has no masked-LM head weights (cls.predictions.*); "
-                "use a checkpoint saved from BertForPreTraining or BertForMaskedLM (e.g. bert-base-uncased)"
+                f"{encoder.model_name} has no masked-LM head weights (cls.predictions.*) and no head file was "
+                "given; use a checkpoint saved from BertForPreTraining or BertForMaskedLM (e.g. bert-base-uncased), "
+                f"or train one: bertserve train-head fill-mask ... and --head-file {self.name}=PATH"
             )
-        self._encoder = context.encoder
-        self._module = MaskedLMHead(context.encoder, state)
-        return HeadDescription(source=f"masked-LM head of {context.encoder.model_name}")
+        self._module = load_masked_lm(path, head_name=self.name, encoder=encoder)
+        return HeadDescription(source=f"head file {path} (masked-LM transform, decoder tied to the embeddings)")
 
     @property
     def encoder(self) -> SharedEncoder:

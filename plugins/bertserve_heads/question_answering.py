@@ -1,5 +1,9 @@
 """Extractive question answering: a span head file on every token of the encoder.
 
+The head file is one written by `bertserve train-head question-answering`
+(any token `HeadArchitecture`) or a one-layer ``token-linear`` file in the
+layout of `BertForQuestionAnswering` (``qa_outputs.*``).
+
 Contexts longer than the window are split into overlapping windows (doc
 stride). Spans are scored as the transformers 4.x question-answering pipeline
 defined it: per window, softmax of start and end logits over the context
@@ -15,25 +19,26 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 from bertserve import (
     AnswerSpan,
     EncodedRow,
+    EncoderHead,
     EncoderOutputs,
     Head,
     HeadDescription,
     HeadLoadContext,
+    HeadUnavailable,
     InputError,
     QuestionAnsweringInput,
     QuestionAnsweringOutput,
     SharedEncoder,
-    frozen_linear,
     hookimpl,
-    load_head_file,
+    load_encoder_head,
     require_text,
 )
 
-ARCHITECTURE = "token-linear"
+from .default_heads import configured_or_packaged
+
 MAX_WINDOW = 384
 MAX_TOP_K = 100
 _MASKED_LOGIT = -10000.0
@@ -52,17 +57,17 @@ class _Window:
 
 
 class QuestionAnsweringHead(Head[QuestionAnsweringInput, QuestionAnsweringOutput]):
-    """Finds answer spans with a start/end linear layer (BertForQuestionAnswering layout)."""
+    """Finds answer spans from per-token start/end logits of a trained head."""
 
     name = "question-answering"
     task = "question-answering"
-    description = "extractive QA from a head file (token output + start/end linear layer)"
+    description = "extractive QA with a trained span head file (start/end logits per token)"
     input_type = QuestionAnsweringInput
     output_type = QuestionAnsweringOutput
 
     def __init__(self) -> None:
         self._encoder: SharedEncoder | None = None
-        self._qa_outputs: torch.nn.Linear | None = None
+        self._qa_outputs: EncoderHead | None = None
         self.supports_no_answer = False
 
     @property
@@ -71,14 +76,17 @@ class QuestionAnsweringHead(Head[QuestionAnsweringInput, QuestionAnsweringOutput
         return min(self._encoder.max_sequence_length, MAX_WINDOW)
 
     def load(self, context: HeadLoadContext) -> HeadDescription:
-        encoder = context.encoder
-        tensors, metadata = load_head_file(
-            context.head_file, head_name=self.name, task=self.task, architecture=ARCHITECTURE, encoder=encoder
+        path = configured_or_packaged(self.name, context)
+        module, metadata = load_encoder_head(
+            path, head_name=self.name, task=self.task, encoder=context.encoder, num_outputs=2
         )
-        self._qa_outputs = frozen_linear(tensors, "qa_outputs", 2, encoder, context.head_file)
+        if module.architecture.pooling != "tokens":
+            raise HeadUnavailable(f"{path}: a span head reads every token, not {module.architecture.pooling!r} pooling")
+        self._qa_outputs = module
+        self.needs_hidden_states = module.architecture.needs_hidden_states()
         self.supports_no_answer = bool(metadata.extra.get("supports_no_answer", False))
-        self._encoder = encoder
-        return HeadDescription(source=f"head file {context.head_file}")
+        self._encoder = context.encoder
+        return HeadDescription(source=f"head file {path} ({module.architecture.describe()})")
 
     def preprocess(self, item: QuestionAnsweringInput) -> list[EncodedRow]:
         assert self._encoder is not None, "head used before load()"
@@ -139,7 +147,7 @@ class QuestionAnsweringHead(Head[QuestionAnsweringInput, QuestionAnsweringOutput
 
     def forward(self, outputs: EncoderOutputs, rows: Sequence[EncodedRow]) -> list[Any]:
         assert self._qa_outputs is not None
-        logits = self._qa_outputs(outputs.sequence_output).float().cpu().numpy()
+        logits = self._qa_outputs(self._qa_outputs.select_features(outputs)).float().cpu().numpy()
         return [(logits[i, : len(row), 0], logits[i, : len(row), 1]) for i, row in enumerate(rows)]
 
     def postprocess(

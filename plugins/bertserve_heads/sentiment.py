@@ -1,7 +1,10 @@
-"""Sentiment: a classification head file on the pooled output of the shared encoder.
+"""Sentiment: a trained classification head file on the shared encoder.
 
-The head file holds ``classifier.weight`` and ``classifier.bias`` in the
-layout of `BertForSequenceClassification`, plus the label names.
+The head file is one written by `bertserve train-head` (any `HeadArchitecture`)
+or a one-layer ``pooled-linear`` file in the layout of
+`BertForSequenceClassification` (``classifier.weight``, ``classifier.bias``),
+plus the label names. Without ``--head-file sentiment=...`` the head trained
+for the default encoder is used when the server runs that encoder.
 """
 
 from __future__ import annotations
@@ -9,57 +12,55 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import torch
 from bertserve import (
     ClassificationOutput,
     EncodedRow,
+    EncoderHead,
     EncoderOutputs,
     Head,
     HeadDescription,
     HeadLoadContext,
-    HeadUnavailable,
     LabelScore,
     SharedEncoder,
     TextClassificationInput,
     encode,
-    frozen_linear,
     hookimpl,
-    load_head_file,
+    load_encoder_head,
     require_text,
 )
 
-ARCHITECTURE = "pooled-linear"
+from .default_heads import configured_or_packaged
 
 # The plugin API version this module targets.
 BERTSERVE_API_VERSION = "1.0"
 
 
 class SentimentHead(Head[TextClassificationInput, ClassificationOutput]):
-    """Labels a text with a linear classifier on BERT's pooled output."""
+    """Labels a text with a trained classifier on the shared encoder."""
 
     name = "sentiment"
     task = "sentiment"
-    description = "sentiment classification from a head file (pooled output + linear layer)"
+    description = "sentiment classification with a trained head file"
     input_type = TextClassificationInput
     output_type = ClassificationOutput
     text_fields = ("text",)
 
     def __init__(self) -> None:
         self._encoder: SharedEncoder | None = None
-        self._classifier: torch.nn.Linear | None = None
+        self._classifier: EncoderHead | None = None
         self.labels: tuple[str, ...] = ()
 
     def load(self, context: HeadLoadContext) -> HeadDescription:
-        encoder = context.encoder
-        tensors, metadata = load_head_file(
-            context.head_file, head_name=self.name, task=self.task, architecture=ARCHITECTURE, encoder=encoder
+        path = configured_or_packaged(self.name, context)
+        self._classifier, metadata = load_encoder_head(
+            path, head_name=self.name, task=self.task, encoder=context.encoder
         )
-        if not encoder.has_pooler:
-            raise HeadUnavailable(f"{encoder.model_name} has no pooler weights, which this head reads")
-        self._classifier = frozen_linear(tensors, "classifier", len(metadata.labels), encoder, context.head_file)
-        self._encoder = encoder
+        self.needs_hidden_states = self._classifier.architecture.needs_hidden_states()
+        self._encoder = context.encoder
         self.labels = metadata.labels
-        return HeadDescription(source=f"head file {context.head_file}", labels=metadata.labels)
+        return HeadDescription(
+            source=f"head file {path} ({self._classifier.architecture.describe()})", labels=metadata.labels
+        )
 
     def preprocess(self, item: TextClassificationInput) -> list[EncodedRow]:
         assert self._encoder is not None, "head used before load()"
@@ -71,8 +72,9 @@ class SentimentHead(Head[TextClassificationInput, ClassificationOutput]):
         ]
 
     def forward(self, outputs: EncoderOutputs, rows: Sequence[EncodedRow]) -> list[Any]:
-        assert self._classifier is not None and outputs.pooled_output is not None
-        return self._classifier(outputs.pooled_output).float().softmax(dim=-1).cpu().tolist()
+        assert self._classifier is not None
+        logits = self._classifier(self._classifier.select_features(outputs))
+        return logits.float().softmax(dim=-1).cpu().tolist()
 
     def postprocess(
         self, item: TextClassificationInput, rows: Sequence[EncodedRow], results: Sequence[Any]

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from .encoder import SharedEncoder
 from .errors import BertServeError, HeadUnavailable, InputError
-from .headfile import HeadFileMetadata, frozen_linear, load_head_file, save_head_file
+from .head_modules import EncoderHead, HeadArchitecture, MaskedLMModule
+from .headfile import HeadFileMetadata, frozen_linear, load_head_file, read_head_metadata, save_head_file
 from .heads import EncodedRow, EncoderOutputs, Head, HeadDescription, HeadLoadContext
 from .hookspecs import API_VERSION, hookimpl
 from .runtime import HeadRunner
@@ -28,6 +29,7 @@ from .tasks import (
     TokenPrediction,
 )
 from .text import encode, require_text, tokenize
+from .trained_heads import load_encoder_head, load_masked_lm, masked_lm_from_state
 
 __version__ = "0.1.0"
 
@@ -39,10 +41,12 @@ __all__ = [
     "BertServeError",
     "ClassificationOutput",
     "EncodedRow",
+    "EncoderHead",
     "EncoderOutputs",
     "FillMaskInput",
     "FillMaskOutput",
     "Head",
+    "HeadArchitecture",
     "HeadDescription",
     "HeadFileMetadata",
     "HeadLoadContext",
@@ -50,6 +54,7 @@ __all__ = [
     "InputError",
     "LabelScore",
     "MaskPredictions",
+    "MaskedLMModule",
     "NextSentenceInput",
     "NextSentenceOutput",
     "QuestionAnsweringInput",
@@ -60,7 +65,11 @@ __all__ = [
     "encode",
     "frozen_linear",
     "hookimpl",
+    "load_encoder_head",
     "load_head_file",
+    "load_masked_lm",
+    "masked_lm_from_state",
+    "read_head_metadata",
     "require_text",
     "save_head_file",
     "tokenize",

@@ -291,6 +291,11 @@ class Batcher:
                 sequence_output=out.sequence_output.index_select(0, index),
                 pooled_output=out.pooled_output.index_select(0, index) if out.pooled_output is not None else None,
                 attention_mask=out.attention_mask.index_select(0, index),
+                hidden_states=(
+                    tuple(layer.index_select(0, index) for layer in out.hidden_states)
+                    if head.needs_hidden_states
+                    else None
+                ),
             )
             try:
                 with torch.inference_mode():

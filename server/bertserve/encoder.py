@@ -79,6 +79,7 @@ class EncoderBatch:
     sequence_output: torch.Tensor
     pooled_output: torch.Tensor | None
     attention_mask: torch.Tensor
+    hidden_states: tuple[torch.Tensor, ...]
 
 
 class SharedEncoder:
@@ -223,7 +224,8 @@ class SharedEncoder:
                 input_ids=input_ids,
                 token_type_ids=token_type_ids,
                 attention_mask=attention_mask,
+                output_hidden_states=True,  # already computed; keeping them costs no compute
                 return_dict=True,
             )
         pooled = out.pooler_output if self.has_pooler else None
-        return EncoderBatch(out.last_hidden_state, pooled, attention_mask)
+        return EncoderBatch(out.last_hidden_state, pooled, attention_mask, tuple(out.hidden_states))

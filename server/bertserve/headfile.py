@@ -8,7 +8,7 @@ trained on, so a head is never served on an encoder it does not fit.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,8 +75,23 @@ def save_head_file(path: str | Path, tensors: Mapping[str, torch.Tensor], metada
     save_file(contiguous, str(path), metadata={METADATA_KEY: metadata.to_json()})
 
 
+def read_head_metadata(path: Path) -> HeadFileMetadata | None:
+    """The metadata of a head file, or None when it is unreadable or not a head file."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            header = handle.metadata() or {}
+        return HeadFileMetadata.from_json(header[METADATA_KEY])
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError):
+        return None
+
+
 def load_head_file(
-    path: Path | None, *, head_name: str, task: str, architecture: str, encoder: SharedEncoder
+    path: Path | None,
+    *,
+    head_name: str,
+    task: str,
+    architecture: str | Collection[str],
+    encoder: SharedEncoder,
 ) -> tuple[dict[str, torch.Tensor], HeadFileMetadata]:
     """Read a head file for `head_name`, refusing one that does not fit.
 
@@ -100,8 +115,11 @@ def load_head_file(
         raise HeadUnavailable(f"{path} has malformed head metadata: {error!r}") from error
     if metadata.task != task:
         raise HeadUnavailable(f"{path} holds a {metadata.task!r} head, not a {task!r} head")
-    if metadata.architecture != architecture:
-        raise HeadUnavailable(f"{path}: architecture {metadata.architecture!r} is not {architecture!r}")
+    accepted = (architecture,) if isinstance(architecture, str) else tuple(architecture)
+    if metadata.architecture not in accepted:
+        raise HeadUnavailable(
+            f"{path}: architecture {metadata.architecture!r} is not one this head reads ({', '.join(accepted)})"
+        )
     if metadata.encoder_fingerprint != encoder.fingerprint:
         raise HeadUnavailable(
             f"{path} was trained on encoder {metadata.encoder_name!r} ({metadata.encoder_fingerprint}), "

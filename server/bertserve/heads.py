@@ -45,11 +45,14 @@ class EncoderOutputs:
     Row i of each tensor belongs to the i-th row passed to `Head.forward`.
     Rows are right-padded to a common length; `attention_mask` marks real
     tokens. `pooled_output` is None when the checkpoint has no pooler weights.
+    `hidden_states` (the embedding output, then every layer's output) is
+    given only to heads whose `needs_hidden_states` is true.
     """
 
     sequence_output: torch.Tensor
     pooled_output: torch.Tensor | None
     attention_mask: torch.Tensor
+    hidden_states: tuple[torch.Tensor, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,9 @@ class Head(ABC, Generic[InputT, OutputT]):
     can read a plain text (or text pair) names the input fields that take it
     in `text_fields`, which lets `Analyze` run it on a shared encoder pass.
 
+    A head that reads layers below the top sets `needs_hidden_states` (at
+    latest in `load`) to get every layer's output in `EncoderOutputs`.
+
     `load` runs once at start-up; `preprocess` and `postprocess` run for each
     request on a worker thread; `forward` runs on the inference thread for the
     head's rows of every batch.
@@ -90,6 +96,7 @@ class Head(ABC, Generic[InputT, OutputT]):
     input_type: type[InputT]
     output_type: type[OutputT]
     text_fields: tuple[str, ...] = ()
+    needs_hidden_states: bool = False
 
     def input_schema(self) -> dict[str, Any]:
         """JSON Schema of one input, derived from `input_type`."""
