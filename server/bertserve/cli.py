@@ -15,6 +15,7 @@ from typing import Any
 
 from .config import DEFAULT_PORT, BatchingConfig, ServerConfig
 from .schema import to_json
+from .training.commands import add_commands as add_training_commands
 
 log = logging.getLogger("bertserve")
 
@@ -88,6 +89,7 @@ def _build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--timeout", type=float, default=30.0, help="seconds")
         sub.add_argument("--json", action="store_true", help="print JSON")
         sub.set_defaults(handler=handler, log_level="WARNING")
+    add_training_commands(commands)
     commands.choices["fill-mask"].add_argument("--top-k", type=int, default=5)
     commands.choices["fill-mask"].add_argument("--targets", nargs="+", default=None, help="only score these words")
     commands.choices["answer"].add_argument("--top-k", type=int, default=1)

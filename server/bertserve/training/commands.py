@@ -1,0 +1,150 @@
+"""The `bertserve train-head` and `eval-head` commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from ..app import load_encoder
+from ..config import ServerConfig
+from ..head_modules import POOLINGS, HeadArchitecture
+from ..headfile import read_head_metadata, save_head_file
+from .evaluate import evaluate_head, load_served_head
+from .loop import TrainingOptions
+from .trainers import TASKS, FeatureOptions, train_head
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "bertserve" / "features"
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Register ``train-head`` and ``eval-head`` on the CLI's subcommands."""
+    train = commands.add_parser("train-head", help="train a head on the frozen encoder and write a head file")
+    train.add_argument("task", choices=TASKS)
+    train.add_argument("--data", type=Path, required=True, help="training data (CSV/TSV/JSONL, text, SQuAD JSON)")
+    train.add_argument("--out", type=Path, required=True, help="head file to write")
+    train.add_argument("--eval-data", type=Path, default=None, help="held-out data; its metrics go into the file")
+    _add_encoder_options(train)
+    arch = train.add_argument_group("architecture (not for fill-mask)")
+    arch.add_argument("--pooling", choices=POOLINGS, default=None, help="default: first; tokens for QA")
+    arch.add_argument("--layer-mix", action="store_true", help="learned mix of all layers (first/mean pooling)")
+    arch.add_argument("--mlp-hidden", type=int, default=0, help="hidden units of an MLP (default 0: linear)")
+    arch.add_argument("--private-layers", type=int, default=0, help="trainable copies of the top k encoder layers")
+    arch.add_argument("--dropout", type=float, default=0.1)
+    opt = train.add_argument_group("optimisation")
+    defaults = TrainingOptions()
+    opt.add_argument("--epochs", type=int, default=defaults.epochs)
+    opt.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    opt.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    opt.add_argument("--layer-learning-rate", type=float, default=defaults.layer_learning_rate)
+    opt.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
+    opt.add_argument("--patience", type=int, default=defaults.patience, help="epochs without dev gain before stop")
+    opt.add_argument("--dev-fraction", type=float, default=defaults.dev_fraction)
+    opt.add_argument("--seed", type=int, default=defaults.seed)
+    opt.add_argument("--masking-copies", type=int, default=1, help="fill-mask: different maskings of the text")
+    cache = train.add_argument_group("feature cache")
+    cache.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help=f"default {DEFAULT_CACHE}")
+    cache.add_argument("--no-cache", action="store_true", help="do not read or write cached features")
+    cache.add_argument("--cache-dtype", choices=["float32", "float16"], default="float32")
+    train.set_defaults(handler=_train)
+
+    evaluate = commands.add_parser("eval-head", help="held-out accuracy / F1 / exact match of a head")
+    evaluate.add_argument("task", choices=TASKS)
+    evaluate.add_argument("--data", type=Path, required=True, help="held-out data in the task's training format")
+    evaluate.add_argument("--head-file", type=Path, default=None, help="default: the head the server would load")
+    evaluate.add_argument("--head", default=None, help="head name (default: the built-in head of TASK)")
+    evaluate.add_argument("--limit", type=int, default=None, help="evaluate the first N examples")
+    evaluate.add_argument("--seed", type=int, default=0, help="pair / mask sampling for text corpora")
+    evaluate.add_argument("--json", action="store_true", help="print JSON")
+    _add_encoder_options(evaluate)
+    evaluate.set_defaults(handler=_evaluate)
+
+
+def _add_encoder_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=None, help="encoder (default: the offline all-MiniLM-L6-v2)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+
+def _encoder_config(args: argparse.Namespace) -> ServerConfig:
+    return ServerConfig(model=args.model, device=args.device, dtype="float32")
+
+
+def _train(args: argparse.Namespace) -> int:
+    config = _encoder_config(args)
+    encoder = load_encoder(config)
+    architecture = None
+    if args.task != "fill-mask":
+        architecture = HeadArchitecture(
+            pooling=args.pooling or ("tokens" if args.task == "question-answering" else "first"),
+            layer_mix=args.layer_mix,
+            mlp_hidden=args.mlp_hidden,
+            private_layers=args.private_layers,
+            dropout=args.dropout,
+        )
+    options = TrainingOptions(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        layer_learning_rate=args.layer_learning_rate,
+        weight_decay=args.weight_decay,
+        patience=args.patience,
+        dev_fraction=args.dev_fraction,
+        seed=args.seed,
+    )
+    features = FeatureOptions(
+        cache_dir=None if args.no_cache else args.cache_dir,
+        store_dtype=torch.float16 if args.cache_dtype == "float16" else torch.float32,
+    )
+    try:
+        trained = train_head(
+            args.task,
+            encoder,
+            args.data,
+            architecture=architecture,
+            options=options,
+            features=features,
+            masking_copies=args.masking_copies,
+        )
+    except ValueError as error:
+        raise SystemExit(f"train-head: {error}") from None
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    trained.save(args.out)
+    report = trained.report
+    print(f"trained {args.task} head: best epoch {report.best_epoch} of {report.epochs_run} in {report.seconds:.0f} s")
+    print(f"dev: {json.dumps(report.dev_metrics)}")
+    if args.eval_data is not None:
+        head = load_served_head(args.task, encoder, args.out, config)
+        metrics = evaluate_head(args.task, head, encoder, args.eval_data, seed=args.seed)
+        trained.metadata.extra["metrics"] = {"data": args.eval_data.name, **metrics}
+        save_head_file(args.out, trained.module.state_dict(), trained.metadata)
+        print(f"held-out ({args.eval_data.name}): {json.dumps(metrics)}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    config = _encoder_config(args)
+    encoder = load_encoder(config)
+    name = args.head or args.task
+    try:
+        head = load_served_head(name, encoder, args.head_file, config)
+    except ValueError as error:
+        raise SystemExit(f"eval-head: {error}") from None
+    metrics = evaluate_head(args.task, head, encoder, args.data, seed=args.seed, limit=args.limit)
+    if args.json:
+        print(json.dumps(metrics))
+    else:
+        for key, value in metrics.items():
+            print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
+    if args.head_file is not None:
+        recorded = read_head_metadata(args.head_file)
+        if recorded is not None and "metrics" in recorded.extra:
+            log.info("metrics recorded in the head file: %s", recorded.extra["metrics"])
+    return 0

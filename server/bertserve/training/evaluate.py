@@ -1,0 +1,132 @@
+"""Evaluate a head the way the server runs it: the plugin head's own
+`preprocess`, the shared encoder's batched forward, `forward` and
+`postprocess`, in-process and without gRPC.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from ..app import server_plugins
+from ..config import ServerConfig
+from ..encoder import SharedEncoder
+from ..errors import HeadUnavailable
+from ..heads import EncodedRow, Head, HeadLoadContext
+from ..plugin_manager import register_plugins
+from ..tasks import FillMaskInput, NextSentenceInput, QuestionAnsweringInput, TextClassificationInput
+from .data import Document, read_documents, read_labeled_texts, read_squad
+from .examples import IS_NEXT, next_sentence_pairs
+from .features import run_encoder
+from .metrics import accuracy, exact_match, macro_f1, token_f1
+
+_WORD = re.compile(r"[A-Za-z]+")
+
+
+def load_served_head(name: str, encoder: SharedEncoder, head_file: Path | None, config: ServerConfig) -> Head[Any, Any]:
+    """Head `name` from the installed plugins, loaded as the server would load it."""
+    registry = register_plugins(config, server_plugins(config))
+    head = registry.record(name).head
+    path = head_file if head_file is not None else config.head_files.get(name)
+    try:
+        head.load(HeadLoadContext(encoder=encoder, head_file=path, config=config))
+    except HeadUnavailable as reason:
+        raise ValueError(f"head {name!r} did not load: {reason}") from None
+    return head
+
+
+def run_head(head: Head[Any, Any], encoder: SharedEncoder, items: Sequence[Any], *, batch_size: int = 64) -> list[Any]:
+    """Outputs of `head` for `items`, computed as the server computes them."""
+    rows: list[tuple[int, EncodedRow]] = [(n, row) for n, item in enumerate(items) for row in head.preprocess(item)]
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i][1]))
+    results: list[Any] = [None] * len(rows)
+    for start in tqdm(range(0, len(order), batch_size), desc=f"running {head.name}", leave=False):
+        chosen = order[start : start + batch_size]
+        batch = [rows[i][1] for i in chosen]
+        outputs = run_encoder(encoder, batch)
+        if not head.needs_hidden_states:
+            outputs = type(outputs)(outputs.sequence_output, outputs.pooled_output, outputs.attention_mask)
+        for i, result in zip(chosen, head.forward(outputs, batch)):
+            results[i] = result
+    per_item: list[tuple[list[EncodedRow], list[Any]]] = [([], []) for _ in items]
+    for (n, row), result in zip(rows, results):
+        per_item[n][0].append(row)
+        per_item[n][1].append(result)
+    return [head.postprocess(item, r, out) for item, (r, out) in zip(items, per_item)]
+
+
+@dataclass(frozen=True)
+class MaskedWord:
+    """A text with one word replaced by the mask token, and that word."""
+
+    text: str
+    word: str
+
+
+def masked_word_examples(
+    documents: Sequence[Document], vocabulary: dict[str, int], mask_token: str, *, seed: int, limit: int | None
+) -> list[MaskedWord]:
+    """One masked word per sentence: a word that is a single vocabulary token."""
+    rng = random.Random(seed)
+    examples = []
+    for document in documents:
+        for sentence in document:
+            words = [m for m in _WORD.finditer(sentence) if m.group().lower() in vocabulary]
+            if len(sentence.split()) < 4 or not words:
+                continue
+            chosen = rng.choice(words)
+            text = sentence[: chosen.start()] + mask_token + sentence[chosen.end() :]
+            examples.append(MaskedWord(text, chosen.group().lower()))
+    rng.shuffle(examples)
+    return examples[:limit] if limit else examples
+
+
+def evaluate_head(
+    task: str,
+    head: Head[Any, Any],
+    encoder: SharedEncoder,
+    data: Path,
+    *,
+    seed: int = 0,
+    limit: int | None = None,
+) -> dict[str, float]:
+    """Held-out metrics of a served head on `data` (in its task's format)."""
+    if task == "sentiment":
+        examples = read_labeled_texts(data)[:limit]
+        outputs = run_head(head, encoder, [TextClassificationInput(e.text, truncate=True) for e in examples])
+        predicted, gold = [o.label for o in outputs], [e.label for e in examples]
+        return {"accuracy": accuracy(predicted, gold), "macro_f1": macro_f1(predicted, gold), "examples": len(gold)}
+    if task == "next-sentence":
+        pairs = next_sentence_pairs(read_documents(data), seed=seed)[:limit]
+        outputs = run_head(head, encoder, [NextSentenceInput(p.first, p.second, truncate=True) for p in pairs])
+        correct = sum((o.is_next_probability >= 0.5) == (p.label == IS_NEXT) for o, p in zip(outputs, pairs))
+        return {"accuracy": correct / max(len(pairs), 1), "examples": len(pairs)}
+    if task == "fill-mask":
+        tokenizer = encoder.tokenizer
+        masked = masked_word_examples(
+            read_documents(data), tokenizer.get_vocab(), tokenizer.mask_token, seed=seed, limit=limit
+        )
+        outputs = run_head(head, encoder, [FillMaskInput(m.text, top_k=5, truncate=True) for m in masked])
+        ranked = [[p.token for p in o.masks[0].predictions] for o in outputs]
+        top1 = sum(r[:1] == [m.word] for r, m in zip(ranked, masked))
+        top5 = sum(m.word in r for r, m in zip(ranked, masked))
+        n = max(len(masked), 1)
+        return {"masked_word_top1": top1 / n, "masked_word_top5": top5 / n, "examples": len(masked)}
+    if task == "question-answering":
+        questions = read_squad(data)[:limit]
+        outputs = run_head(head, encoder, [QuestionAnsweringInput(q.question, q.context) for q in questions])
+        best = [o.answers[0].text if o.answers else "" for o in outputs]
+        golds = [[text for text, _ in q.answers] for q in questions]
+        n = max(len(questions), 1)
+        return {
+            "exact_match": 100 * sum(exact_match(b, g) for b, g in zip(best, golds)) / n,
+            "f1": 100 * sum(token_f1(b, g) for b, g in zip(best, golds)) / n,
+            "examples": len(questions),
+        }
+    raise ValueError(f"no evaluation for task {task!r}")
