@@ -32,7 +32,7 @@ from .examples import (
     question_windows,
 )
 from .features import RaggedFeatures, extract_features
-from .loop import FitReport, Objective, TrainingOptions, fit
+from .loop import FitReport, Objective, TrainingOptions, fit, seed_everything
 
 TASKS = ("sentiment", "next-sentence", "fill-mask", "question-answering")
 NEXT_SENTENCE_LABELS = ("is_next", "not_next")
@@ -87,6 +87,7 @@ def train_head(
     options.check()
     if task not in TASKS:
         raise ValueError(f"task must be one of {', '.join(TASKS)}; got {task!r}")
+    seed_everything(options.seed)  # the head's initial weights too
     if task == "fill-mask":
         trained = _train_masked_lm(encoder, read_documents(data), options, features, masking_copies)
     else:
