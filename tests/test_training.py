@@ -152,10 +152,14 @@ def test_trained_next_sentence_head_serves_what_was_trained(
         assert probability == pytest.approx(float(expected), abs=1e-5)
 
 
+@pytest.mark.parametrize("layer_mix", [False, True])
 def test_trained_masked_lm_serves_what_was_trained(
-    bare_checkpoint: Path, encoder: SharedEncoder, data: dict[str, Path], tmp_path: Path
+    bare_checkpoint: Path, encoder: SharedEncoder, data: dict[str, Path], tmp_path: Path, layer_mix: bool
 ) -> None:
-    trained = train_head("fill-mask", encoder, data["corpus"], options=FAST, masking_copies=2)
+    architecture = HeadArchitecture(pooling="tokens", layer_mix=layer_mix)
+    trained = train_head(
+        "fill-mask", encoder, data["corpus"], architecture=architecture, options=FAST, masking_copies=2
+    )
     path = tmp_path / "mlm.safetensors"
     trained.save(path)
     texts = ["the cat and the [MASK] .", "[MASK] dog ran to the house ."]
@@ -165,12 +169,15 @@ def test_trained_masked_lm_serves_what_was_trained(
         served = [client.fill_mask(text, top_k=5).masks[0] for text in texts]
     for mask, outputs in zip(served, reference):
         with torch.no_grad():
-            probs = trained.module(outputs.sequence_output[0, mask.token_index]).softmax(dim=-1)
+            at_mask = torch.tensor([mask.token_index])
+            probs = trained.module(trained.module.select_features(outputs, torch.tensor([0]), at_mask))[0]
+            probs = probs.softmax(dim=-1)
         values, ids = probs.topk(5)
         assert [p.token_id for p in mask.predictions] == ids.tolist()
         assert [p.score for p in mask.predictions] == pytest.approx(values.tolist(), abs=1e-5)
     # The decoder is the encoder's embedding matrix, never a copy in the file.
-    assert set(trained.module.state_dict()) == {
+    mix = {"layer_weights", "layer_scale"} if layer_mix else set()
+    assert set(trained.module.state_dict()) == mix | {
         "transform.dense.weight",
         "transform.dense.bias",
         "transform.LayerNorm.weight",

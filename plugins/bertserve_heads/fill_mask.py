@@ -78,7 +78,9 @@ class FillMaskHead(Head[FillMaskInput, FillMaskOutput]):
                 f"or train one: bertserve train-head fill-mask ... and --head-file {self.name}=PATH"
             )
         self._module = load_masked_lm(path, head_name=self.name, encoder=encoder)
-        return HeadDescription(source=f"head file {path} (masked-LM transform, decoder tied to the embeddings)")
+        self.needs_hidden_states = self._module.layer_mix
+        reads = "a mix of all layers" if self._module.layer_mix else "the last layer"
+        return HeadDescription(source=f"head file {path} (masked-LM transform on {reads}, tied decoder)")
 
     @property
     def encoder(self) -> SharedEncoder:
@@ -129,9 +131,9 @@ class FillMaskHead(Head[FillMaskInput, FillMaskOutput]):
         row_index = [i for i, row in enumerate(rows) for _ in row.data.positions]
         token_index = [p for row in rows for p in row.data.positions]
         device = outputs.sequence_output.device
-        hidden = outputs.sequence_output[
-            torch.tensor(row_index, device=device), torch.tensor(token_index, device=device)
-        ]
+        hidden = self._module.select_features(
+            outputs, torch.tensor(row_index, device=device), torch.tensor(token_index, device=device)
+        )
         probs = self._module(hidden).float().softmax(dim=-1).cpu()
         results: list[Any] = []
         offset = 0

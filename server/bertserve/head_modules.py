@@ -196,11 +196,17 @@ class MaskedLMModule(torch.nn.Module):
     output bias, with the decoder tied to the encoder's word embeddings.
 
     Parameter names follow ``cls.predictions`` of `BertForPreTraining`, so a
-    checkpoint's own head and a trained head file load the same way.
+    checkpoint's own head and a trained head file load the same way. With
+    `layer_mix` the transform reads a learned mix of every layer's hidden
+    state at the mask position instead of the last layer's.
     """
 
-    def __init__(self, config: BertConfig, word_embeddings: torch.Tensor) -> None:
+    def __init__(self, config: BertConfig, word_embeddings: torch.Tensor, *, layer_mix: bool = False) -> None:
         super().__init__()
+        self.layer_mix = layer_mix
+        if layer_mix:
+            self.layer_weights = torch.nn.Parameter(torch.zeros(int(config.num_hidden_layers) + 1))
+            self.layer_scale = torch.nn.Parameter(torch.ones(()))
         self.transform = BertPredictionHeadTransform(config)
         self.bias = torch.nn.Parameter(torch.zeros(int(config.vocab_size)))
         # Tied, never copied: a tuple keeps the embedding matrix out of this module's state.
@@ -210,7 +216,20 @@ class MaskedLMModule(torch.nn.Module):
     def decoder_weight(self) -> torch.Tensor:
         return self._decoder[0]
 
+    def select_features(
+        self, outputs: EncoderOutputs, row_index: torch.Tensor, token_index: torch.Tensor
+    ) -> torch.Tensor:
+        """Hidden states at the mask positions (row_index[i], token_index[i]):
+        (positions, hidden), or (positions, layers, hidden) with `layer_mix`."""
+        if not self.layer_mix:
+            return outputs.sequence_output[row_index, token_index]
+        assert outputs.hidden_states is not None, "encoder outputs lack hidden states"
+        return torch.stack([layer[row_index, token_index] for layer in outputs.hidden_states], dim=1)
+
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Vocabulary logits for hidden states at mask positions, (positions, vocab)."""
+        """Vocabulary logits from `select_features`' output, (positions, vocab)."""
+        if self.layer_mix:
+            weights = self.layer_weights.softmax(dim=0).to(hidden.dtype)
+            hidden = self.layer_scale.to(hidden.dtype) * (hidden * weights[None, :, None]).sum(dim=1)
         decoder = self._decoder[0]
         return self.transform(hidden) @ decoder.T.to(hidden.dtype) + self.bias.to(hidden.dtype)

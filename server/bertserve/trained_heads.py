@@ -57,13 +57,18 @@ def load_encoder_head(
 
 def load_masked_lm(path: Path | None, *, head_name: str, encoder: SharedEncoder) -> MaskedLMModule:
     """A trained masked-LM head from a head file, decoder tied to the encoder."""
-    tensors, _ = load_head_file(path, head_name=head_name, task="fill-mask", architecture=MASKED_LM, encoder=encoder)
-    return masked_lm_from_state(tensors, encoder, path)
+    tensors, metadata = load_head_file(
+        path, head_name=head_name, task="fill-mask", architecture=MASKED_LM, encoder=encoder
+    )
+    layer_mix = bool(metadata.extra.get("head", {}).get("layer_mix", False))
+    return masked_lm_from_state(tensors, encoder, path, layer_mix=layer_mix)
 
 
-def masked_lm_from_state(state: dict[str, torch.Tensor], encoder: SharedEncoder, source: object) -> MaskedLMModule:
+def masked_lm_from_state(
+    state: dict[str, torch.Tensor], encoder: SharedEncoder, source: object, *, layer_mix: bool = False
+) -> MaskedLMModule:
     """A frozen `MaskedLMModule` from ``cls.predictions``-style tensors."""
-    module = MaskedLMModule(encoder.config, encoder.word_embeddings)
+    module = MaskedLMModule(encoder.config, encoder.word_embeddings, layer_mix=layer_mix)
     kept = {name: tensor for name, tensor in state.items() if not name.startswith("decoder.")}
     if "bias" not in kept and "decoder.bias" in state:
         kept["bias"] = state["decoder.bias"]

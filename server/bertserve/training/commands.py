@@ -15,7 +15,7 @@ from ..config import ServerConfig
 from ..head_modules import POOLINGS, HeadArchitecture
 from ..headfile import read_head_metadata, save_head_file
 from .evaluate import evaluate_head, load_served_head
-from .loop import TrainingOptions
+from .loop import SCHEDULES, TrainingOptions
 from .trainers import TASKS, FeatureOptions, train_head
 
 log = logging.getLogger(__name__)
@@ -31,9 +31,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
     train.add_argument("--out", type=Path, required=True, help="head file to write")
     train.add_argument("--eval-data", type=Path, default=None, help="held-out data; its metrics go into the file")
     _add_encoder_options(train)
-    arch = train.add_argument_group("architecture (not for fill-mask)")
+    arch = train.add_argument_group("architecture (fill-mask takes only --layer-mix)")
     arch.add_argument("--pooling", choices=POOLINGS, default=None, help="default: first; tokens for QA")
-    arch.add_argument("--layer-mix", action="store_true", help="learned mix of all layers (first/mean pooling)")
+    arch.add_argument(
+        "--layer-mix", action="store_true", help="learned mix of all layers (first/mean pooling, fill-mask)"
+    )
     arch.add_argument("--mlp-hidden", type=int, default=0, help="hidden units of an MLP (default 0: linear)")
     arch.add_argument("--private-layers", type=int, default=0, help="trainable copies of the top k encoder layers")
     arch.add_argument("--dropout", type=float, default=0.1)
@@ -47,6 +49,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
     opt.add_argument("--patience", type=int, default=defaults.patience, help="epochs without dev gain before stop")
     opt.add_argument("--dev-fraction", type=float, default=defaults.dev_fraction)
     opt.add_argument("--seed", type=int, default=defaults.seed)
+    opt.add_argument("--schedule", choices=SCHEDULES, default=defaults.schedule, help="learning-rate schedule")
     opt.add_argument("--masking-copies", type=int, default=1, help="fill-mask: different maskings of the text")
     cache = train.add_argument_group("feature cache")
     cache.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help=f"default {DEFAULT_CACHE}")
@@ -79,7 +82,7 @@ def _encoder_config(args: argparse.Namespace) -> ServerConfig:
 def _train(args: argparse.Namespace) -> int:
     config = _encoder_config(args)
     encoder = load_encoder(config)
-    architecture = None
+    architecture = HeadArchitecture(pooling="tokens", layer_mix=args.layer_mix)  # fill-mask reads only the mix
     if args.task != "fill-mask":
         architecture = HeadArchitecture(
             pooling=args.pooling or ("tokens" if args.task == "question-answering" else "first"),
@@ -97,6 +100,7 @@ def _train(args: argparse.Namespace) -> int:
         patience=args.patience,
         dev_fraction=args.dev_fraction,
         seed=args.seed,
+        schedule=args.schedule,
     )
     features = FeatureOptions(
         cache_dir=None if args.no_cache else args.cache_dir,

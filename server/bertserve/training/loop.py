@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -15,6 +16,7 @@ from tqdm.auto import tqdm
 
 log = logging.getLogger(__name__)
 
+SCHEDULES = ("constant", "linear")  # linear: decays to 0 over `epochs`
 SampleT = TypeVar("SampleT")
 BatchT = TypeVar("BatchT")
 
@@ -31,6 +33,7 @@ class TrainingOptions:
     patience: int = 3
     dev_fraction: float = 0.1
     seed: int = 0
+    schedule: str = "constant"
 
     def check(self) -> None:
         """Raise ValueError naming the first setting out of range."""
@@ -43,6 +46,8 @@ class TrainingOptions:
             raise ValueError("dev_fraction must be between 0 and 1")
         if self.learning_rate <= 0 or self.layer_learning_rate <= 0:
             raise ValueError("learning rates must be positive")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}; got {self.schedule!r}")
 
 
 @dataclass
@@ -84,6 +89,9 @@ def fit(
     seed_everything(options.seed)
     shuffler = random.Random(options.seed)
     optimizer = torch.optim.AdamW(_parameter_groups(module, options))
+    total_steps = options.epochs * math.ceil(len(train) / options.batch_size)
+    decay = (lambda step: max(0.0, 1.0 - step / total_steps)) if options.schedule == "linear" else (lambda step: 1.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, decay)
     best_score, best_epoch, best_state = -float("inf"), 0, copy.deepcopy(module.state_dict())
     best_metrics: dict[str, float] = {}
     history: list[dict[str, float]] = []
@@ -100,6 +108,7 @@ def fit(
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            scheduler.step()
             total, batches = total + float(loss.detach()), batches + 1
         module.eval()
         with torch.no_grad():

@@ -78,8 +78,8 @@ def train_head(
 ) -> TrainedHead:
     """Train a `task` head on `data` with the encoder frozen.
 
-    `architecture` applies to every task but fill-mask (BERT's MLM transform
-    with the decoder tied to the word embeddings). `masking_copies` is how
+    Fill-mask takes only `architecture.layer_mix`: its head is BERT's MLM
+    transform with the decoder tied to the word embeddings. `masking_copies` is how
     many different random maskings of the text masked-LM training sees.
     """
     options = options or TrainingOptions()
@@ -89,7 +89,8 @@ def train_head(
         raise ValueError(f"task must be one of {', '.join(TASKS)}; got {task!r}")
     seed_everything(options.seed)  # the head's initial weights too
     if task == "fill-mask":
-        trained = _train_masked_lm(encoder, read_documents(data), options, features, masking_copies)
+        layer_mix = architecture.layer_mix if architecture is not None else False
+        trained = _train_masked_lm(encoder, read_documents(data), options, features, masking_copies, layer_mix)
     else:
         arch = architecture or HeadArchitecture(pooling="tokens" if task == "question-answering" else "first")
         arch.check(encoder.config, has_pooler=encoder.has_pooler)
@@ -248,17 +249,22 @@ def _train_masked_lm(
     options: TrainingOptions,
     features: FeatureOptions,
     copies: int,
+    layer_mix: bool,
 ) -> TrainedHead:
     train_docs, dev_docs = _split(documents, options)
     tokenizer, limit = encoder.tokenizer, min(encoder.max_sequence_length, 128)
     train_rows = masked_lm_rows(tokenizer, train_docs, max_length=limit, seed=options.seed, copies=copies)
     dev_rows = masked_lm_rows(tokenizer, dev_docs, max_length=limit, seed=options.seed + 1)
     embeddings = encoder.word_embeddings.detach().to(torch.float32)
-    module = MaskedLMModule(encoder.config, embeddings).to(encoder.device)
+    module = MaskedLMModule(encoder.config, embeddings, layer_mix=layer_mix).to(encoder.device)
     device = encoder.device
 
     def at_masks(outputs: EncoderOutputs, rows: Sequence[EncodedRow]) -> list[torch.Tensor]:
-        return [outputs.sequence_output[i, list(row.data)] for i, row in enumerate(rows)]
+        found = []
+        for i, row in enumerate(rows):
+            tokens = torch.tensor(row.data, device=device)
+            found.append(module.select_features(outputs, torch.full_like(tokens, i), tokens))
+        return found
 
     def cached(masked: list[Any], name: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
         rows = [EncodedRow(m.row.input_ids, m.row.token_type_ids, data=m.positions) for m in masked]
@@ -266,7 +272,7 @@ def _train_masked_lm(
             encoder,
             rows,
             at_masks,
-            selector_name="mask-positions",
+            selector_name=f"mask-positions|mix={layer_mix}",
             cache_dir=features.cache_dir,
             batch_size=features.batch_size,
             store_dtype=features.store_dtype,
@@ -301,7 +307,7 @@ def _train_masked_lm(
         encoder_name=Path(encoder.model_name).name,
         encoder_fingerprint=encoder.fingerprint,
         hidden_size=encoder.hidden_size,
-        extra={"head": {"decoder": "tied to the encoder's word embeddings"}},
+        extra={"head": {"layer_mix": layer_mix, "decoder": "tied to the encoder's word embeddings"}},
     )
     counts = {
         "train_documents": len(train_docs),

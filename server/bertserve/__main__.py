@@ -1,0 +1,9 @@
+"""``python -m bertserve``: the same as the ``bertserve`` command."""
+
+from __future__ import annotations
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
