@@ -157,9 +157,7 @@ def test_trained_masked_lm_serves_what_was_trained(
     bare_checkpoint: Path, encoder: SharedEncoder, data: dict[str, Path], tmp_path: Path, layer_mix: bool
 ) -> None:
     architecture = HeadArchitecture(pooling="tokens", layer_mix=layer_mix)
-    trained = train_head(
-        "fill-mask", encoder, data["corpus"], architecture=architecture, options=FAST, masking_copies=2
-    )
+    trained = train_head("fill-mask", encoder, data["corpus"], architecture=architecture, options=FAST, copies=2)
     path = tmp_path / "mlm.safetensors"
     trained.save(path)
     texts = ["the cat and the [MASK] .", "[MASK] dog ran to the house ."]

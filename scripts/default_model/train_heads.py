@@ -40,7 +40,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "fill-mask": {
         "train": ["corpus-train.txt", "corpus-snippets-train.txt"],
         "heldout": "corpus-heldout.txt",
-        "options": ["--masking-copies", "2", "--epochs", "10", "--patience", "2"],
+        "options": ["--copies", "2", "--epochs", "10", "--patience", "2"],
     },
     "question-answering": {
         "train": ["qa-train.json"],

@@ -50,7 +50,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
     opt.add_argument("--dev-fraction", type=float, default=defaults.dev_fraction)
     opt.add_argument("--seed", type=int, default=defaults.seed)
     opt.add_argument("--schedule", choices=SCHEDULES, default=defaults.schedule, help="learning-rate schedule")
-    opt.add_argument("--masking-copies", type=int, default=1, help="fill-mask: different maskings of the text")
+    opt.add_argument(
+        "--copies", type=int, default=1, help="fill-mask, next-sentence: different random maskings / pairings"
+    )
     cache = train.add_argument_group("feature cache")
     cache.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help=f"default {DEFAULT_CACHE}")
     cache.add_argument("--no-cache", action="store_true", help="do not read or write cached features")
@@ -114,7 +116,7 @@ def _train(args: argparse.Namespace) -> int:
             architecture=architecture,
             options=options,
             features=features,
-            masking_copies=args.masking_copies,
+            copies=args.copies,
         )
     except ValueError as error:
         raise SystemExit(f"train-head: {error}") from None

@@ -74,30 +74,33 @@ def train_head(
     architecture: HeadArchitecture | None = None,
     options: TrainingOptions | None = None,
     features: FeatureOptions | None = None,
-    masking_copies: int = 1,
+    copies: int = 1,
 ) -> TrainedHead:
     """Train a `task` head on `data` with the encoder frozen.
 
     Fill-mask takes only `architecture.layer_mix`: its head is BERT's MLM
-    transform with the decoder tied to the word embeddings. `masking_copies` is how
-    many different random maskings of the text masked-LM training sees.
+    transform with the decoder tied to the word embeddings. `copies` is how
+    many different random maskings (fill-mask) or pairings (next-sentence)
+    of the text training sees, BERT's "dupe factor".
     """
     options = options or TrainingOptions()
     features = features or FeatureOptions()
     options.check()
+    if copies < 1:
+        raise ValueError("copies must be at least 1")
     if task not in TASKS:
         raise ValueError(f"task must be one of {', '.join(TASKS)}; got {task!r}")
     seed_everything(options.seed)  # the head's initial weights too
     if task == "fill-mask":
         layer_mix = architecture.layer_mix if architecture is not None else False
-        trained = _train_masked_lm(encoder, read_documents(data), options, features, masking_copies, layer_mix)
+        trained = _train_masked_lm(encoder, read_documents(data), options, features, copies, layer_mix)
     else:
         arch = architecture or HeadArchitecture(pooling="tokens" if task == "question-answering" else "first")
         arch.check(encoder.config, has_pooler=encoder.has_pooler)
         if task == "question-answering":
             trained = _train_span_head(encoder, data, arch, options, features)
         else:
-            trained = _train_classifier(task, encoder, data, arch, options, features)
+            trained = _train_classifier(task, encoder, data, arch, options, features, copies)
     trained.metadata.extra["training"] = {
         "data": data.name,
         "data_sha256": _file_digest(data),
@@ -118,6 +121,7 @@ def _train_classifier(
     arch: HeadArchitecture,
     options: TrainingOptions,
     features: FeatureOptions,
+    copies: int,
 ) -> TrainedHead:
     tokenizer, limit = encoder.tokenizer, encoder.max_sequence_length
     if task == "next-sentence":
@@ -125,7 +129,9 @@ def _train_classifier(
             raise ValueError("next-sentence reads one vector per pair: use first, mean or pooled pooling")
         documents = read_documents(data)
         train_docs, dev_docs = _split(documents, options)
-        train_pairs = next_sentence_pairs(train_docs, seed=options.seed)
+        train_pairs = [
+            pair for copy in range(copies) for pair in next_sentence_pairs(train_docs, seed=options.seed + 100 * copy)
+        ]
         dev_pairs = next_sentence_pairs(dev_docs, seed=options.seed + 1)
         labels: tuple[str, ...] = NEXT_SENTENCE_LABELS
         train_rows = [pair_row(tokenizer, p.first, p.second, limit) for p in train_pairs]
