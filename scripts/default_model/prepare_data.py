@@ -41,6 +41,7 @@ from qa_builder import build_lexicon, build_qa_dataset, validate_squad
 from sources import Sources, fetch_sources
 
 QA_SEED = 0
+QA_TRAIN_PER_SENTENCE = 3  # more training questions; the held-out set keeps one per sentence
 EXTRA_SENTIMENT_COLLECTIONS = (TWEETS, *DOCUMENT_COLLECTIONS)
 
 
@@ -113,7 +114,11 @@ def write_qa(sources: Sources, docs: Sequence[Document], out: Path) -> list[Writ
     lexicon = build_lexicon([*(sentence for doc in train for sentence in doc.sentences), *training_snippets(sources)])
     fixture = {"version": "1.1", "data": sources.read_squad_fixture()["data"]}
     sets = [
-        ("qa-train.json", "questions generated from the training documents", build_qa_dataset(train, QA_SEED, lexicon)),
+        (
+            "qa-train.json",
+            f"questions generated from the training documents (up to {QA_TRAIN_PER_SENTENCE} per sentence)",
+            build_qa_dataset(train, QA_SEED, lexicon, per_sentence=QA_TRAIN_PER_SENTENCE),
+        ),
         (
             "qa-heldout.json",
             "questions generated from the held-out documents",

@@ -854,9 +854,10 @@ def _document_rng(seed: int, document: DocumentLike) -> random.Random:
 
 
 def document_examples(
-    document: DocumentLike, lexicon: Lexicon, seed: int = 0, recurring_rate: float = 0.5
+    document: DocumentLike, lexicon: Lexicon, seed: int = 0, recurring_rate: float = 0.5, per_sentence: int = 1
 ) -> list[QAExample]:
-    """Generate one document's examples: one per sentence that has a usable question, plus some recurrences."""
+    """Generate one document's examples: up to ``per_sentence`` per sentence that has usable questions (the
+    best-scored first, each on a different answer), plus some recurrences."""
     rng = _document_rng(seed, document)
     sentences = document.sentences
     examples = []
@@ -864,11 +865,16 @@ def document_examples(
         candidates = questions_for_sentence(sentence, index, lexicon)
         if not candidates:
             continue
-        best = max(candidate.score for candidate in candidates)
-        question = rng.choice([candidate for candidate in candidates if candidate.score == best])
-        window = context_window(sentences, index, rng)
-        if window is not None:
-            examples.append(_example(document, question, window, (index, question.span.start)))
+        shuffled = rng.sample(candidates, len(candidates))  # random order among equal scores
+        chosen: list[Question] = []
+        for candidate in sorted(shuffled, key=lambda c: -c.score):
+            if len(chosen) < per_sentence and all(c.span.start != candidate.span.start for c in chosen):
+                chosen.append(candidate)
+        for rank, question in enumerate(chosen):
+            window = context_window(sentences, index, rng)
+            if window is not None:
+                suffix = f"-{rank}" if rank else ""
+                examples.append(_example(document, question, window, (index, question.span.start), suffix))
         recurring = _recurring_example(document, candidates, rng, recurring_rate)
         if recurring is not None:
             examples.append(recurring)
@@ -895,12 +901,18 @@ def build_squad(examples: Sequence[QAExample]) -> dict[str, Any]:
 
 
 def build_qa_dataset(
-    documents: Sequence[DocumentLike], seed: int = 0, lexicon: Lexicon | None = None, recurring_rate: float = 0.5
+    documents: Sequence[DocumentLike],
+    seed: int = 0,
+    lexicon: Lexicon | None = None,
+    recurring_rate: float = 0.5,
+    per_sentence: int = 1,
 ) -> dict[str, Any]:
     """Build a SQuAD v1.1 dataset from ``documents``; the lexicon defaults to one learnt from their sentences."""
     if lexicon is None:
         lexicon = build_lexicon(sentence for document in documents for sentence in document.sentences)
-    examples = [example for doc in documents for example in document_examples(doc, lexicon, seed, recurring_rate)]
+    examples = [
+        example for doc in documents for example in document_examples(doc, lexicon, seed, recurring_rate, per_sentence)
+    ]
     return build_squad(examples)
 
 
