@@ -152,11 +152,16 @@ def test_trained_next_sentence_head_serves_what_was_trained(
         assert probability == pytest.approx(float(expected), abs=1e-5)
 
 
-@pytest.mark.parametrize("layer_mix", [False, True])
+@pytest.mark.parametrize(("layer_mix", "private_layers"), [(False, 0), (True, 0), (False, 1)])
 def test_trained_masked_lm_serves_what_was_trained(
-    bare_checkpoint: Path, encoder: SharedEncoder, data: dict[str, Path], tmp_path: Path, layer_mix: bool
+    bare_checkpoint: Path,
+    encoder: SharedEncoder,
+    data: dict[str, Path],
+    tmp_path: Path,
+    layer_mix: bool,
+    private_layers: int,
 ) -> None:
-    architecture = HeadArchitecture(pooling="tokens", layer_mix=layer_mix)
+    architecture = HeadArchitecture(pooling="tokens", layer_mix=layer_mix, private_layers=private_layers)
     trained = train_head("fill-mask", encoder, data["corpus"], architecture=architecture, options=FAST, copies=2)
     path = tmp_path / "mlm.safetensors"
     trained.save(path)
@@ -174,8 +179,10 @@ def test_trained_masked_lm_serves_what_was_trained(
         assert [p.token_id for p in mask.predictions] == ids.tolist()
         assert [p.score for p in mask.predictions] == pytest.approx(values.tolist(), abs=1e-5)
     # The decoder is the encoder's embedding matrix, never a copy in the file.
-    mix = {"layer_weights", "layer_scale"} if layer_mix else set()
-    assert set(trained.module.state_dict()) == mix | {
+    extra = {"layer_weights", "layer_scale"} if layer_mix else set()
+    extra |= {name for name in trained.module.state_dict() if name.startswith("private_layers.0.")}
+    assert bool(extra) == (layer_mix or private_layers > 0)
+    assert set(trained.module.state_dict()) == extra | {
         "transform.dense.weight",
         "transform.dense.bias",
         "transform.LayerNorm.weight",

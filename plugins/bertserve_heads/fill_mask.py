@@ -78,8 +78,11 @@ class FillMaskHead(Head[FillMaskInput, FillMaskOutput]):
                 f"or train one: bertserve train-head fill-mask ... and --head-file {self.name}=PATH"
             )
         self._module = load_masked_lm(path, head_name=self.name, encoder=encoder)
-        self.needs_hidden_states = self._module.layer_mix
-        reads = "a mix of all layers" if self._module.layer_mix else "the last layer"
+        self.needs_hidden_states = self._module.needs_hidden_states
+        if self._module.private_layers is not None:
+            reads = f"{len(self._module.private_layers)} private layer(s)"
+        else:
+            reads = "a mix of all layers" if self._module.layer_mix else "the last layer"
         return HeadDescription(source=f"head file {path} (masked-LM transform on {reads}, tied decoder)")
 
     @property

@@ -28,24 +28,36 @@ HEADS_DIR = REPO / "plugins" / "bertserve_heads" / "default_heads"
 # Per head: training data files (concatenated when several), held-out file, train-head options.
 RECIPES: dict[str, dict[str, Any]] = {
     "sentiment": {
-        "train": ["sentiment-train.csv", "sentiment-extra-train.csv"],
+        "train": ["sentiment-train.csv"],
         "heldout": "sentiment-heldout.csv",
-        "options": ["--pooling", "mean", "--private-layers", "2", "--epochs", "4", "--patience", "2"],
+        "options": [
+            *("--pooling", "mean", "--private-layers", "3", "--epochs", "5", "--patience", "2"),
+            *("--schedule", "linear", "--layer-learning-rate", "1e-4", "--cache-dtype", "float16"),
+        ],
     },
     "next-sentence": {
         "train": ["corpus-train.txt"],
         "heldout": "corpus-heldout.txt",
-        "options": ["--pooling", "first", "--private-layers", "1", "--epochs", "6", "--patience", "2"],
+        "options": [
+            *("--pooling", "first", "--private-layers", "2", "--copies", "3", "--epochs", "5", "--patience", "2"),
+            *("--schedule", "linear", "--layer-learning-rate", "1e-4", "--cache-dtype", "float16"),
+        ],
     },
     "fill-mask": {
         "train": ["corpus-train.txt", "corpus-snippets-train.txt"],
         "heldout": "corpus-heldout.txt",
-        "options": ["--copies", "2", "--epochs", "10", "--patience", "2"],
+        "options": [
+            *("--layer-mix", "--copies", "2", "--epochs", "3", "--patience", "2"),
+            *("--batch-size", "128", "--learning-rate", "3e-3", "--cache-dtype", "float16"),
+        ],
     },
     "question-answering": {
         "train": ["qa-train.json"],
         "heldout": "qa-heldout.json",
-        "options": ["--private-layers", "2", "--epochs", "6", "--patience", "2"],
+        "options": [
+            *("--private-layers", "3", "--epochs", "5", "--patience", "2"),
+            *("--schedule", "linear", "--layer-learning-rate", "1e-4", "--cache-dtype", "float16"),
+        ],
     },
 }
 # Examples of the held-out files that CI re-measures (the first N, in file order).

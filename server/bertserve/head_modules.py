@@ -198,12 +198,30 @@ class MaskedLMModule(torch.nn.Module):
     Parameter names follow ``cls.predictions`` of `BertForPreTraining`, so a
     checkpoint's own head and a trained head file load the same way. With
     `layer_mix` the transform reads a learned mix of every layer's hidden
-    state at the mask position instead of the last layer's.
+    state at the mask position instead of the last layer's; with
+    `private_layers` k it reads the output of its own copy of the top k
+    layers, run on the shared encoder's hidden states k layers below the top.
     """
 
-    def __init__(self, config: BertConfig, word_embeddings: torch.Tensor, *, layer_mix: bool = False) -> None:
+    def __init__(
+        self,
+        config: BertConfig,
+        word_embeddings: torch.Tensor,
+        *,
+        layer_mix: bool = False,
+        private_layers: int = 0,
+        private_layer_init: list[torch.nn.Module] | None = None,
+    ) -> None:
         super().__init__()
+        if layer_mix and private_layers:
+            raise ValueError("a masked-LM head takes layer_mix or private_layers, not both")
         self.layer_mix = layer_mix
+        self.private_layers: torch.nn.ModuleList | None = None
+        if private_layers:
+            init = private_layer_init[-private_layers:] if private_layer_init else None
+            layers = [copy.deepcopy(layer) for layer in init] if init else None
+            self.private_layers = torch.nn.ModuleList(layers or [BertLayer(config) for _ in range(private_layers)])
+            self.private_layers.requires_grad_(True)
         if layer_mix:
             self.layer_weights = torch.nn.Parameter(torch.zeros(int(config.num_hidden_layers) + 1))
             self.layer_scale = torch.nn.Parameter(torch.ones(()))
@@ -216,20 +234,36 @@ class MaskedLMModule(torch.nn.Module):
     def decoder_weight(self) -> torch.Tensor:
         return self._decoder[0]
 
-    def select_features(
-        self, outputs: EncoderOutputs, row_index: torch.Tensor, token_index: torch.Tensor
-    ) -> torch.Tensor:
-        """Hidden states at the mask positions (row_index[i], token_index[i]):
-        (positions, hidden), or (positions, layers, hidden) with `layer_mix`."""
+    @property
+    def needs_hidden_states(self) -> bool:
+        return self.layer_mix or self.private_layers is not None
+
+    def select_features(self, outputs: EncoderOutputs, row_index: torch.Tensor, token_index: torch.Tensor) -> Any:
+        """What `forward` reads for the mask positions (row_index[i], token_index[i]):
+        their hidden states (positions, hidden), or (positions, layers, hidden)
+        with `layer_mix`; with private layers, the whole rows' hidden states
+        below them, the attention mask and the positions."""
+        if self.private_layers is not None:
+            assert outputs.hidden_states is not None, "encoder outputs lack hidden states"
+            below = outputs.hidden_states[-(len(self.private_layers) + 1)]
+            return below, outputs.attention_mask, row_index, token_index
         if not self.layer_mix:
             return outputs.sequence_output[row_index, token_index]
         assert outputs.hidden_states is not None, "encoder outputs lack hidden states"
         return torch.stack([layer[row_index, token_index] for layer in outputs.hidden_states], dim=1)
 
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+    def forward(self, features: Any) -> torch.Tensor:
         """Vocabulary logits from `select_features`' output, (positions, vocab)."""
-        if self.layer_mix:
-            weights = self.layer_weights.softmax(dim=0).to(hidden.dtype)
-            hidden = self.layer_scale.to(hidden.dtype) * (hidden * weights[None, :, None]).sum(dim=1)
+        if self.private_layers is not None:
+            hidden, attention_mask, row_index, token_index = features
+            mask = additive_attention_mask(attention_mask, hidden.dtype)
+            for layer in self.private_layers:
+                hidden = layer(hidden, attention_mask=mask)
+            hidden = hidden[row_index, token_index]
+        elif self.layer_mix:
+            weights = self.layer_weights.softmax(dim=0).to(features.dtype)
+            hidden = self.layer_scale.to(features.dtype) * (features * weights[None, :, None]).sum(dim=1)
+        else:
+            hidden = features
         decoder = self._decoder[0]
         return self.transform(hidden) @ decoder.T.to(hidden.dtype) + self.bias.to(hidden.dtype)

@@ -60,15 +60,25 @@ def load_masked_lm(path: Path | None, *, head_name: str, encoder: SharedEncoder)
     tensors, metadata = load_head_file(
         path, head_name=head_name, task="fill-mask", architecture=MASKED_LM, encoder=encoder
     )
-    layer_mix = bool(metadata.extra.get("head", {}).get("layer_mix", False))
-    return masked_lm_from_state(tensors, encoder, path, layer_mix=layer_mix)
+    spec = metadata.extra.get("head", {})
+    private_layers = int(spec.get("private_layers", 0))
+    if not 0 <= private_layers <= int(encoder.config.num_hidden_layers):
+        raise HeadUnavailable(f"{path}: {private_layers} private layers do not fit this encoder")
+    return masked_lm_from_state(
+        tensors, encoder, path, layer_mix=bool(spec.get("layer_mix", False)), private_layers=private_layers
+    )
 
 
 def masked_lm_from_state(
-    state: dict[str, torch.Tensor], encoder: SharedEncoder, source: object, *, layer_mix: bool = False
+    state: dict[str, torch.Tensor],
+    encoder: SharedEncoder,
+    source: object,
+    *,
+    layer_mix: bool = False,
+    private_layers: int = 0,
 ) -> MaskedLMModule:
     """A frozen `MaskedLMModule` from ``cls.predictions``-style tensors."""
-    module = MaskedLMModule(encoder.config, encoder.word_embeddings, layer_mix=layer_mix)
+    module = MaskedLMModule(encoder.config, encoder.word_embeddings, layer_mix=layer_mix, private_layers=private_layers)
     kept = {name: tensor for name, tensor in state.items() if not name.startswith("decoder.")}
     if "bias" not in kept and "decoder.bias" in state:
         kept["bias"] = state["decoder.bias"]

@@ -31,7 +31,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
     train.add_argument("--out", type=Path, required=True, help="head file to write")
     train.add_argument("--eval-data", type=Path, default=None, help="held-out data; its metrics go into the file")
     _add_encoder_options(train)
-    arch = train.add_argument_group("architecture (fill-mask takes only --layer-mix)")
+    arch = train.add_argument_group("architecture (fill-mask takes only --layer-mix or --private-layers)")
     arch.add_argument("--pooling", choices=POOLINGS, default=None, help="default: first; tokens for QA")
     arch.add_argument(
         "--layer-mix", action="store_true", help="learned mix of all layers (first/mean pooling, fill-mask)"
@@ -84,7 +84,8 @@ def _encoder_config(args: argparse.Namespace) -> ServerConfig:
 def _train(args: argparse.Namespace) -> int:
     config = _encoder_config(args)
     encoder = load_encoder(config)
-    architecture = HeadArchitecture(pooling="tokens", layer_mix=args.layer_mix)  # fill-mask reads only the mix
+    # fill-mask reads only these two settings
+    architecture = HeadArchitecture(pooling="tokens", layer_mix=args.layer_mix, private_layers=args.private_layers)
     if args.task != "fill-mask":
         architecture = HeadArchitecture(
             pooling=args.pooling or ("tokens" if args.task == "question-answering" else "first"),

@@ -16,7 +16,9 @@ from tqdm.auto import tqdm
 
 log = logging.getLogger(__name__)
 
-SCHEDULES = ("constant", "linear")  # linear: decays to 0 over `epochs`
+SCHEDULES = ("constant", "linear")  # linear: 6% warm-up, then decay to 0 at the end of `epochs`
+WARMUP_FRACTION = 0.06
+MAX_GRAD_NORM = 1.0
 SampleT = TypeVar("SampleT")
 BatchT = TypeVar("BatchT")
 
@@ -90,8 +92,7 @@ def fit(
     shuffler = random.Random(options.seed)
     optimizer = torch.optim.AdamW(_parameter_groups(module, options))
     total_steps = options.epochs * math.ceil(len(train) / options.batch_size)
-    decay = (lambda step: max(0.0, 1.0 - step / total_steps)) if options.schedule == "linear" else (lambda step: 1.0)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(options.schedule, total_steps))
     best_score, best_epoch, best_state = -float("inf"), 0, copy.deepcopy(module.state_dict())
     best_metrics: dict[str, float] = {}
     history: list[dict[str, float]] = []
@@ -107,6 +108,7 @@ def fit(
             loss = objective.loss(module, batch)
             optimizer.zero_grad()
             loss.backward()
+            torch.nn.utils.clip_grad_norm_(module.parameters(), MAX_GRAD_NORM)
             optimizer.step()
             scheduler.step()
             total, batches = total + float(loss.detach()), batches + 1
@@ -126,6 +128,14 @@ def fit(
     module.load_state_dict(best_state)
     module.eval()
     return FitReport(best_epoch, len(history), best_metrics, time.perf_counter() - started, history)
+
+
+def _schedule(name: str, total_steps: int) -> Callable[[int], float]:
+    """Learning-rate factor per optimiser step."""
+    if name == "constant":
+        return lambda step: 1.0
+    warmup = max(1, round(WARMUP_FRACTION * total_steps))
+    return lambda step: min((step + 1) / warmup, max(0.0, (total_steps - step) / max(1, total_steps - warmup)))
 
 
 def _parameter_groups(module: torch.nn.Module, options: TrainingOptions) -> list[dict[str, Any]]:

@@ -78,8 +78,8 @@ def train_head(
 ) -> TrainedHead:
     """Train a `task` head on `data` with the encoder frozen.
 
-    Fill-mask takes only `architecture.layer_mix`: its head is BERT's MLM
-    transform with the decoder tied to the word embeddings. `copies` is how
+    Fill-mask takes only `layer_mix` or `private_layers` from `architecture`:
+    its head is BERT's MLM transform with the decoder tied to the word embeddings. `copies` is how
     many different random maskings (fill-mask) or pairings (next-sentence)
     of the text training sees, BERT's "dupe factor".
     """
@@ -92,8 +92,12 @@ def train_head(
         raise ValueError(f"task must be one of {', '.join(TASKS)}; got {task!r}")
     seed_everything(options.seed)  # the head's initial weights too
     if task == "fill-mask":
-        layer_mix = architecture.layer_mix if architecture is not None else False
-        trained = _train_masked_lm(encoder, read_documents(data), options, features, copies, layer_mix)
+        arch = architecture or HeadArchitecture(pooling="tokens")
+        if arch.layer_mix and arch.private_layers:
+            raise ValueError("a masked-LM head takes --layer-mix or --private-layers, not both")
+        if not 0 <= arch.private_layers <= int(encoder.config.num_hidden_layers):
+            raise ValueError(f"private_layers must be between 0 and {encoder.config.num_hidden_layers}")
+        trained = _train_masked_lm(encoder, read_documents(data), options, features, copies, arch)
     else:
         arch = architecture or HeadArchitecture(pooling="tokens" if task == "question-answering" else "first")
         arch.check(encoder.config, has_pooler=encoder.has_pooler)
@@ -255,52 +259,71 @@ def _train_masked_lm(
     options: TrainingOptions,
     features: FeatureOptions,
     copies: int,
-    layer_mix: bool,
+    arch: HeadArchitecture,
 ) -> TrainedHead:
     train_docs, dev_docs = _split(documents, options)
     tokenizer, limit = encoder.tokenizer, min(encoder.max_sequence_length, 128)
     train_rows = masked_lm_rows(tokenizer, train_docs, max_length=limit, seed=options.seed, copies=copies)
     dev_rows = masked_lm_rows(tokenizer, dev_docs, max_length=limit, seed=options.seed + 1)
     embeddings = encoder.word_embeddings.detach().to(torch.float32)
-    module = MaskedLMModule(encoder.config, embeddings, layer_mix=layer_mix).to(encoder.device)
+    module = MaskedLMModule(
+        encoder.config,
+        embeddings,
+        layer_mix=arch.layer_mix,
+        private_layers=arch.private_layers,
+        private_layer_init=list(encoder.bert.encoder.layer),
+    ).to(device=encoder.device, dtype=torch.float32)
     device = encoder.device
+    private = arch.private_layers > 0
 
-    def at_masks(outputs: EncoderOutputs, rows: Sequence[EncodedRow]) -> list[torch.Tensor]:
+    def select(outputs: EncoderOutputs, rows: Sequence[EncodedRow]) -> list[torch.Tensor]:
+        if private:  # whole rows: the private layers attend over every token
+            assert outputs.hidden_states is not None
+            below = outputs.hidden_states[-(arch.private_layers + 1)]
+            return [below[i, : len(row)] for i, row in enumerate(rows)]
         found = []
         for i, row in enumerate(rows):
             tokens = torch.tensor(row.data, device=device)
             found.append(module.select_features(outputs, torch.full_like(tokens, i), tokens))
         return found
 
-    def cached(masked: list[Any], name: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def cached(masked: list[Any], name: str) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         rows = [EncodedRow(m.row.input_ids, m.row.token_type_ids, data=m.positions) for m in masked]
         found = extract_features(
             encoder,
             rows,
-            at_masks,
-            selector_name=f"mask-positions|mix={layer_mix}",
+            select,
+            selector_name=f"mask-positions|mix={arch.layer_mix}|private={arch.private_layers}",
             cache_dir=features.cache_dir,
             batch_size=features.batch_size,
             store_dtype=features.store_dtype,
             description=f"encoding {name}",
         )
-        return [(found.row(i), torch.tensor(m.targets)) for i, m in enumerate(masked)]
+        return [(found.row(i), torch.tensor(m.positions), torch.tensor(m.targets)) for i, m in enumerate(masked)]
 
     train, dev = cached(train_rows, "train"), cached(dev_rows, "dev")
+    with torch.no_grad():  # start from the unigram distribution: a zero bias takes thousands of steps to learn it
+        seen = torch.bincount(torch.cat([t for _, _, t in train]), minlength=module.bias.numel()).float()
+        module.bias.copy_(torch.log((seen + 0.1) / (seen.sum() + 0.1 * seen.numel())))
 
-    def collate(batch: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
-        hidden = torch.cat([h for h, _ in batch]).to(device=device, dtype=torch.float32)
-        return hidden, torch.cat([t for _, t in batch]).to(device)
+    def collate(batch: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> tuple[Any, torch.Tensor]:
+        targets = torch.cat([t for _, _, t in batch]).to(device)
+        if not private:
+            return torch.cat([h for h, _, _ in batch]).to(device=device, dtype=torch.float32), targets
+        hidden, mask = _collate_inputs([h for h, _, _ in batch], True, device)
+        row_index = torch.cat([torch.full((len(p),), i) for i, (_, p, _) in enumerate(batch)]).to(device)
+        token_index = torch.cat([p for _, p, _ in batch]).to(device)
+        return (hidden, mask, row_index, token_index), targets
 
-    def loss(model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        hidden, targets = batch
-        return torch.nn.functional.cross_entropy(model(hidden), targets)
+    def loss(model: torch.nn.Module, batch: tuple[Any, torch.Tensor]) -> torch.Tensor:
+        inputs, targets = batch
+        return torch.nn.functional.cross_entropy(model(inputs), targets)
 
-    def evaluate(model: torch.nn.Module, samples: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
+    def evaluate(model: torch.nn.Module, samples: Sequence[Any]) -> dict[str, float]:
         top1 = top5 = total = 0
-        for chunk in _chunks(samples, 256):
-            hidden, targets = collate(chunk)
-            best = model(hidden).topk(5, dim=-1).indices
+        for chunk in _chunks(samples, 64 if private else 256):
+            inputs, targets = collate(chunk)
+            best = model(inputs).topk(5, dim=-1).indices
             top1 += int((best[:, 0] == targets).sum())
             top5 += int((best == targets[:, None]).any(dim=1).sum())
             total += len(targets)
@@ -313,7 +336,13 @@ def _train_masked_lm(
         encoder_name=Path(encoder.model_name).name,
         encoder_fingerprint=encoder.fingerprint,
         hidden_size=encoder.hidden_size,
-        extra={"head": {"layer_mix": layer_mix, "decoder": "tied to the encoder's word embeddings"}},
+        extra={
+            "head": {
+                "layer_mix": arch.layer_mix,
+                "private_layers": arch.private_layers,
+                "decoder": "tied to the encoder's word embeddings",
+            }
+        },
     )
     counts = {
         "train_documents": len(train_docs),
