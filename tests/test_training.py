@@ -32,6 +32,7 @@ from bertserve.training import (
 from bertserve.training.data import QuestionExample, read_documents
 from bertserve.training.examples import IS_NEXT, masked_lm_rows, next_sentence_pairs, question_windows
 from bertserve_client import BertServeClient
+from safetensors import safe_open
 from tiny_models import make_checkpoint
 from transformers import BertModel
 
@@ -362,6 +363,7 @@ def test_cli_train_head_then_eval_head(
         main(
             ["train-head", "sentiment", "--data", str(data["classification"]), "--out", str(out), *common]
             + ["--eval-data", str(data["heldout"]), "--epochs", "3", "--mlp-hidden", "8", "--no-cache"]
+            + ["--save-dtype", "float16"]
         )
         == 0
     )
@@ -371,6 +373,8 @@ def test_cli_train_head_then_eval_head(
     assert metadata is not None and metadata.labels == ("negative", "positive")
     assert metadata.extra["head"]["mlp_hidden"] == 8
     assert metadata.extra["training"]["data"] == "reviews.csv" and metadata.extra["training"]["epochs_run"] == 3
+    with safe_open(str(out), framework="pt") as stored:
+        assert {stored.get_tensor(name).dtype for name in stored.keys()} == {torch.float16}
     assert (
         main(["eval-head", "sentiment", "--data", str(data["heldout"]), "--head-file", str(out), "--json", *common])
         == 0

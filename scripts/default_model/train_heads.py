@@ -39,7 +39,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "train": ["corpus-train.txt"],
         "heldout": "corpus-heldout.txt",
         "options": [
-            *("--pooling", "first", "--private-layers", "2", "--copies", "3", "--epochs", "5", "--patience", "2"),
+            *("--pooling", "first", "--private-layers", "1", "--copies", "2", "--epochs", "3", "--patience", "2"),
             *("--schedule", "linear", "--layer-learning-rate", "1e-4", "--cache-dtype", "float16"),
         ],
     },
@@ -47,15 +47,15 @@ RECIPES: dict[str, dict[str, Any]] = {
         "train": ["corpus-train.txt", "corpus-snippets-train.txt"],
         "heldout": "corpus-heldout.txt",
         "options": [
-            *("--layer-mix", "--copies", "2", "--epochs", "3", "--patience", "2"),
-            *("--batch-size", "128", "--learning-rate", "3e-3", "--cache-dtype", "float16"),
+            *("--private-layers", "2", "--epochs", "2", "--patience", "2", "--schedule", "linear"),
+            *("--layer-learning-rate", "1e-4", "--cache-dtype", "float16"),
         ],
     },
     "question-answering": {
         "train": ["qa-train.json"],
         "heldout": "qa-heldout.json",
         "options": [
-            *("--private-layers", "3", "--epochs", "5", "--patience", "2"),
+            *("--private-layers", "2", "--epochs", "3", "--patience", "2"),
             *("--schedule", "linear", "--layer-learning-rate", "1e-4", "--cache-dtype", "float16"),
         ],
     },
@@ -99,6 +99,8 @@ def train(head: str, data: Path, feature_cache: Path) -> None:
         "cpu",
         "--cache-dir",
         str(feature_cache),
+        "--save-dtype",
+        "float16",
         *recipe["options"],
     ]
     print("$", " ".join(command[2:]), flush=True)

@@ -13,7 +13,7 @@ import torch
 from ..app import load_encoder
 from ..config import ServerConfig
 from ..head_modules import POOLINGS, HeadArchitecture
-from ..headfile import read_head_metadata, save_head_file
+from ..headfile import read_head_metadata
 from .evaluate import evaluate_head, load_served_head
 from .loop import SCHEDULES, TrainingOptions
 from .trainers import TASKS, FeatureOptions, train_head
@@ -30,6 +30,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
     train.add_argument("--data", type=Path, required=True, help="training data (CSV/TSV/JSONL, text, SQuAD JSON)")
     train.add_argument("--out", type=Path, required=True, help="head file to write")
     train.add_argument("--eval-data", type=Path, default=None, help="held-out data; its metrics go into the file")
+    train.add_argument(
+        "--save-dtype", choices=["float32", "float16"], default="float32", help="weights in the file (float16: half)"
+    )
     _add_encoder_options(train)
     arch = train.add_argument_group("architecture (fill-mask takes only --layer-mix or --private-layers)")
     arch.add_argument("--pooling", choices=POOLINGS, default=None, help="default: first; tokens for QA")
@@ -122,7 +125,8 @@ def _train(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise SystemExit(f"train-head: {error}") from None
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    trained.save(args.out)
+    save_dtype = torch.float16 if args.save_dtype == "float16" else torch.float32
+    trained.save(args.out, dtype=save_dtype)
     report = trained.report
     print(f"trained {args.task} head: best epoch {report.best_epoch} of {report.epochs_run} in {report.seconds:.0f} s")
     print(f"dev: {json.dumps(report.dev_metrics)}")
@@ -130,7 +134,7 @@ def _train(args: argparse.Namespace) -> int:
         head = load_served_head(args.task, encoder, args.out, config)
         metrics = evaluate_head(args.task, head, encoder, args.eval_data, seed=args.seed)
         trained.metadata.extra["metrics"] = {"data": args.eval_data.name, **metrics}
-        save_head_file(args.out, trained.module.state_dict(), trained.metadata)
+        trained.save(args.out, dtype=save_dtype)
         print(f"held-out ({args.eval_data.name}): {json.dumps(metrics)}")
     print(f"wrote {args.out}")
     return 0

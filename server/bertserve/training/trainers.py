@@ -61,9 +61,15 @@ class TrainedHead:
     report: FitReport
     counts: dict[str, int] = field(default_factory=dict)
 
-    def save(self, path: Path) -> None:
-        """Write the head file the server loads."""
-        save_head_file(path, self.module.state_dict(), self.metadata)
+    def save(self, path: Path, *, dtype: torch.dtype = torch.float32) -> None:
+        """Write the head file the server loads, floating-point weights as `dtype`
+        (float16 halves the file; the server casts to its own dtype on load)."""
+        tensors = {
+            name: tensor.to(dtype) if tensor.is_floating_point() else tensor
+            for name, tensor in self.module.state_dict().items()
+        }
+        self.metadata.extra["training"]["saved_dtype"] = str(dtype).removeprefix("torch.")
+        save_head_file(path, tensors, self.metadata)
 
 
 def train_head(
