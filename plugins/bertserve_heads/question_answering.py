@@ -32,9 +32,11 @@ from bertserve import (
     QuestionAnsweringInput,
     QuestionAnsweringOutput,
     SharedEncoder,
+    context_room,
     hookimpl,
     load_encoder_head,
     require_text,
+    tokenize_windows,
 )
 
 from .default_heads import configured_or_packaged
@@ -103,28 +105,19 @@ class QuestionAnsweringHead(Head[QuestionAnsweringInput, QuestionAnsweringOutput
             )
         if item.doc_stride < 1:
             raise InputError(f"doc_stride must be at least 1; got {item.doc_stride}", field="doc_stride")
-        question_tokens = len(tokenizer(item.question, add_special_tokens=False)["input_ids"])
-        context_room = window - question_tokens - 3  # [CLS] question [SEP] context [SEP]
-        if context_room < 2:
+        room = context_room(tokenizer, item.question, window=window)
+        if room < 2:
             raise InputError(
-                f"question is {question_tokens} tokens long; at most {window - 5} fit in the model's "
+                f"question is {window - room - 3} tokens long; at most {window - 5} fit in the model's "
                 f"{window}-token window with room for the context",
                 field="question",
             )
-        stride = min(item.doc_stride, window // 2, context_room - 1)
-        encoding = tokenizer(
-            item.question,
-            item.context,
-            truncation="only_second",
-            max_length=window,
-            stride=stride,
-            return_overflowing_tokens=True,
-            return_offsets_mapping=True,
-            return_token_type_ids=True,
-        )
+        stride = min(item.doc_stride, window // 2, room - 1)
+        encoding = tokenize_windows(tokenizer, item.question, item.context, window=window, stride=stride)
         rows = []
+        encodings = encoding.encodings or []  # set by fast tokenizers, which the server requires
         for index, input_ids in enumerate(encoding["input_ids"]):
-            window_encoding = encoding.encodings[index]
+            window_encoding = encodings[index]
             sequence_ids = window_encoding.sequence_ids
             is_context = np.array([sid == 1 for sid in sequence_ids])
             word_start = np.zeros(len(input_ids), dtype=np.int64)

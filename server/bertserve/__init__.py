@@ -28,7 +28,7 @@ from .tasks import (
     TextClassificationInput,
     TokenPrediction,
 )
-from .text import encode, require_text, tokenize
+from .text import context_room, encode, require_text, tokenize, tokenize_windows
 from .trained_heads import load_encoder_head, load_masked_lm, masked_lm_from_state
 
 __version__ = "0.1.0"
@@ -62,6 +62,7 @@ __all__ = [
     "SharedEncoder",
     "TextClassificationInput",
     "TokenPrediction",
+    "context_room",
     "encode",
     "frozen_linear",
     "hookimpl",
@@ -73,5 +74,6 @@ __all__ = [
     "require_text",
     "save_head_file",
     "tokenize",
+    "tokenize_windows",
     "__version__",
 ]

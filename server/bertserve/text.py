@@ -65,3 +65,25 @@ def encode(
     """
     encoding = tokenize(tokenizer, text, pair, max_length=max_length, truncate=truncate)
     return EncodedRow(input_ids=list(encoding["input_ids"]), token_type_ids=list(encoding["token_type_ids"]))
+
+
+def context_room(tokenizer: PreTrainedTokenizerBase, question: str, *, window: int) -> int:
+    """Tokens left for the context in a `window` holding [CLS] question [SEP] context [SEP]."""
+    return window - len(tokenizer(question, add_special_tokens=False)["input_ids"]) - 3
+
+
+def tokenize_windows(
+    tokenizer: PreTrainedTokenizerBase, question: str, context: str, *, window: int, stride: int
+) -> BatchEncoding:
+    """Question and context in overlapping `window`-token windows (`stride`
+    tokens of overlap), with offsets and segment ids: how span heads read them."""
+    return tokenizer(
+        question,
+        context,
+        truncation="only_second",
+        max_length=window,
+        stride=stride,
+        return_overflowing_tokens=True,
+        return_offsets_mapping=True,
+        return_token_type_ids=True,
+    )

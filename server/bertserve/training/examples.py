@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from transformers import PreTrainedTokenizerBase
 
 from ..heads import EncodedRow
-from ..text import encode
+from ..text import encode, tokenize_windows
 from .data import Document, QuestionExample
 
 IS_NEXT, NOT_NEXT = 0, 1  # BERT's NSP label order
@@ -151,20 +151,12 @@ def question_windows(
     tokenizer: PreTrainedTokenizerBase, example: QuestionExample, *, window: int, stride: int
 ) -> list[SpanWindow]:
     """The windows the question-answering head makes for `example`, labelled."""
-    encoding = tokenizer(
-        example.question,
-        example.context,
-        truncation="only_second",
-        max_length=window,
-        stride=stride,
-        return_overflowing_tokens=True,
-        return_offsets_mapping=True,
-        return_token_type_ids=True,
-    )
+    encoding = tokenize_windows(tokenizer, example.question, example.context, window=window, stride=stride)
     answer = example.answers[0] if example.answers else None
     windows = []
+    encodings = encoding.encodings or []  # set by fast tokenizers, which the server requires
     for index, input_ids in enumerate(encoding["input_ids"]):
-        sequence_ids = encoding.encodings[index].sequence_ids
+        sequence_ids = encodings[index].sequence_ids
         offsets = encoding["offset_mapping"][index]
         allowed = tuple(i == 0 or sid == 1 for i, sid in enumerate(sequence_ids))
         start = end = 0

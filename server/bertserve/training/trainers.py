@@ -22,6 +22,7 @@ from ..encoder import SharedEncoder
 from ..head_modules import EncoderHead, HeadArchitecture, MaskedLMModule
 from ..headfile import HeadFileMetadata, save_head_file
 from ..heads import EncodedRow, EncoderOutputs
+from ..text import context_room
 from ..trained_heads import ENCODER_HEAD, MASKED_LM
 from .data import Document, read_documents, read_labeled_texts, read_squad
 from .examples import (
@@ -202,8 +203,7 @@ def _train_span_head(
     def windows(chosen: Sequence[Any]) -> list[Any]:
         found = []
         for example in chosen:
-            question_tokens = len(tokenizer(example.question, add_special_tokens=False)["input_ids"])
-            room = window - question_tokens - 3
+            room = context_room(tokenizer, example.question, window=window)
             if room < 2:
                 continue  # the served head refuses such a question too
             found.extend(
