@@ -125,10 +125,8 @@ class QuestionAnsweringHead(Head[QuestionAnsweringInput, QuestionAnsweringOutput
             for token, (sid, word) in enumerate(zip(sequence_ids, window_encoding.word_ids)):
                 if sid != 1:
                     continue
-                if word is not None:
-                    word_start[token], word_end[token] = window_encoding.word_to_chars(word, sequence_index=1)
-                else:
-                    word_start[token], word_end[token] = window_encoding.offsets[token]
+                chars = window_encoding.word_to_chars(word, sequence_index=1) if word is not None else None
+                word_start[token], word_end[token] = chars or window_encoding.offsets[token]
             rows.append(
                 EncodedRow(
                     input_ids=list(input_ids),
