@@ -60,7 +60,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         ],
     },
 }
-# Examples of the held-out files that CI re-measures (the first N, in file order).
+# Examples of the held-out files that CI re-measures (N evenly spaced over the file).
 CI_SAMPLE = {"sentiment": 400, "next-sentence": 300, "fill-mask": 400, "question-answering": 200}
 SQUAD_FIXTURE = "qa-squad-fixture.json"
 

@@ -67,7 +67,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
     evaluate.add_argument("--data", type=Path, required=True, help="held-out data in the task's training format")
     evaluate.add_argument("--head-file", type=Path, default=None, help="default: the head the server would load")
     evaluate.add_argument("--head", default=None, help="head name (default: the built-in head of TASK)")
-    evaluate.add_argument("--limit", type=int, default=None, help="evaluate the first N examples")
+    evaluate.add_argument("--limit", type=int, default=None, help="evaluate N evenly spaced examples")
     evaluate.add_argument("--seed", type=int, default=0, help="pair / mask sampling for text corpora")
     evaluate.add_argument("--json", action="store_true", help="print JSON")
     _add_encoder_options(evaluate)

@@ -10,7 +10,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
 
@@ -27,6 +27,7 @@ from .features import run_encoder
 from .metrics import accuracy, exact_match, macro_f1, token_f1
 
 _WORD = re.compile(r"[A-Za-z]+")
+T = TypeVar("T")
 
 
 def load_served_head(name: str, encoder: SharedEncoder, head_file: Path | None, config: ServerConfig) -> Head[Any, Any]:
@@ -70,7 +71,7 @@ class MaskedWord:
 
 
 def masked_word_examples(
-    documents: Sequence[Document], vocabulary: dict[str, int], mask_token: str, *, seed: int, limit: int | None
+    documents: Sequence[Document], vocabulary: dict[str, int], mask_token: str, *, seed: int
 ) -> list[MaskedWord]:
     """One masked word per sentence: a word that is a single vocabulary token."""
     rng = random.Random(seed)
@@ -84,7 +85,14 @@ def masked_word_examples(
             text = sentence[: chosen.start()] + mask_token + sentence[chosen.end() :]
             examples.append(MaskedWord(text, chosen.group().lower()))
     rng.shuffle(examples)
-    return examples[:limit] if limit else examples
+    return examples
+
+
+def spread(items: Sequence[T], limit: int | None) -> list[T]:
+    """`limit` items evenly spaced over `items` (all of them when None or more)."""
+    if limit is None or limit >= len(items):
+        return list(items)
+    return [items[i * len(items) // limit] for i in range(limit)]
 
 
 def evaluate_head(
@@ -96,21 +104,25 @@ def evaluate_head(
     seed: int = 0,
     limit: int | None = None,
 ) -> dict[str, float]:
-    """Held-out metrics of a served head on `data` (in its task's format)."""
+    """Held-out metrics of a served head on `data` (in its task's format).
+
+    `limit` evaluates an evenly spaced sample of that many examples, which
+    keeps the mix of a file sorted by label or by source.
+    """
     if task == "sentiment":
-        examples = read_labeled_texts(data)[:limit]
+        examples = spread(read_labeled_texts(data), limit)
         outputs = run_head(head, encoder, [TextClassificationInput(e.text, truncate=True) for e in examples])
         predicted, gold = [o.label for o in outputs], [e.label for e in examples]
         return {"accuracy": accuracy(predicted, gold), "macro_f1": macro_f1(predicted, gold), "examples": len(gold)}
     if task == "next-sentence":
-        pairs = next_sentence_pairs(read_documents(data), seed=seed)[:limit]
+        pairs = spread(next_sentence_pairs(read_documents(data), seed=seed), limit)
         outputs = run_head(head, encoder, [NextSentenceInput(p.first, p.second, truncate=True) for p in pairs])
         correct = sum((o.is_next_probability >= 0.5) == (p.label == IS_NEXT) for o, p in zip(outputs, pairs))
         return {"accuracy": correct / max(len(pairs), 1), "examples": len(pairs)}
     if task == "fill-mask":
         tokenizer = encoder.tokenizer
-        masked = masked_word_examples(
-            read_documents(data), tokenizer.get_vocab(), tokenizer.mask_token, seed=seed, limit=limit
+        masked = spread(
+            masked_word_examples(read_documents(data), tokenizer.get_vocab(), tokenizer.mask_token, seed=seed), limit
         )
         outputs = run_head(head, encoder, [FillMaskInput(m.text, top_k=5, truncate=True) for m in masked])
         ranked = [[p.token for p in o.masks[0].predictions] for o in outputs]
@@ -119,7 +131,7 @@ def evaluate_head(
         n = max(len(masked), 1)
         return {"masked_word_top1": top1 / n, "masked_word_top5": top5 / n, "examples": len(masked)}
     if task == "question-answering":
-        questions = read_squad(data)[:limit]
+        questions = spread(read_squad(data), limit)
         outputs = run_head(head, encoder, [QuestionAnsweringInput(q.question, q.context) for q in questions])
         best = [o.answers[0].text if o.answers else "" for o in outputs]
         golds = [[text for text, _ in q.answers] for q in questions]
