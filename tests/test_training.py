@@ -401,3 +401,12 @@ def test_documents_reader_splits_on_blank_lines(tmp_path: Path) -> None:
     path = tmp_path / "corpus.txt"
     path.write_text("one .\ntwo .\n\n\nthree .\n  \nfour .\nfive .")
     assert read_documents(path) == [["one .", "two ."], ["three ."], ["four .", "five ."]]
+
+
+def test_evaluation_samples_are_spread_over_the_file() -> None:
+    from bertserve.training.evaluate import spread
+
+    labels = ["positive"] * 50 + ["negative"] * 50  # sorted, like the movie-review file
+    sample = spread(labels, 10)
+    assert len(sample) == 10 and sample.count("positive") == sample.count("negative") == 5
+    assert spread(labels, None) == labels and spread(labels, 500) == labels
