@@ -180,7 +180,7 @@ def test_trained_masked_lm_serves_what_was_trained(
         assert [p.token_id for p in mask.predictions] == ids.tolist()
         assert [p.score for p in mask.predictions] == pytest.approx(values.tolist(), abs=1e-5)
     # The decoder is the encoder's embedding matrix, never a copy in the file.
-    extra = {"layer_weights", "layer_scale"} if layer_mix else set()
+    extra = {"mix.layer_weights", "mix.layer_scale"} if layer_mix else set()
     extra |= {name for name in trained.module.state_dict() if name.startswith("private_layers.0.")}
     assert bool(extra) == (layer_mix or private_layers > 0)
     assert set(trained.module.state_dict()) == extra | {

@@ -94,6 +94,35 @@ def additive_attention_mask(attention_mask: torch.Tensor, dtype: torch.dtype) ->
     return blocked * torch.finfo(dtype).min
 
 
+def copy_top_layers(config: BertConfig, count: int, init: list[torch.nn.Module] | None) -> torch.nn.ModuleList | None:
+    """`count` trainable encoder layers: copies of the top `count` of `init`, or fresh ones; None for 0."""
+    if not count:
+        return None
+    layers = [copy.deepcopy(layer) for layer in init[-count:]] if init else [BertLayer(config) for _ in range(count)]
+    return torch.nn.ModuleList(layers).requires_grad_(True)
+
+
+def run_layers(layers: torch.nn.ModuleList, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """`hidden` through `layers`, padding masked out."""
+    mask = additive_attention_mask(attention_mask, hidden.dtype)
+    for layer in layers:
+        hidden = layer(hidden, attention_mask=mask)
+    return hidden
+
+
+class LayerMix(torch.nn.Module):
+    """A learned softmax-weighted, scaled sum over the layer dimension (dim 1)."""
+
+    def __init__(self, layers: int) -> None:
+        super().__init__()
+        self.layer_weights = torch.nn.Parameter(torch.zeros(layers))
+        self.layer_scale = torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, stacked: torch.Tensor) -> torch.Tensor:
+        weights = self.layer_weights.softmax(dim=0).to(stacked.dtype)
+        return self.layer_scale.to(stacked.dtype) * (stacked * weights[None, :, None]).sum(dim=1)
+
+
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """Mean of `hidden` over the real tokens of each row."""
     weights = attention_mask.to(hidden.dtype).unsqueeze(-1)
@@ -121,15 +150,9 @@ class EncoderHead(torch.nn.Module):
         self.architecture = architecture
         self.num_outputs = num_outputs
         hidden_size = int(config.hidden_size)
-        k = architecture.private_layers
-        self.private_layers: torch.nn.ModuleList | None = None
-        if k:
-            layers = [copy.deepcopy(layer) for layer in private_layer_init[-k:]] if private_layer_init else None
-            self.private_layers = torch.nn.ModuleList(layers or [BertLayer(config) for _ in range(k)])
-            self.private_layers.requires_grad_(True)
+        self.private_layers = copy_top_layers(config, architecture.private_layers, private_layer_init)
         if architecture.layer_mix:
-            self.layer_weights = torch.nn.Parameter(torch.zeros(int(config.num_hidden_layers) + 1))
-            self.layer_scale = torch.nn.Parameter(torch.ones(()))
+            self.mix = LayerMix(int(config.num_hidden_layers) + 1)
         # A tuple keeps the shared pooler out of this module's parameters and state.
         self._pooler = (pooler,)
         self.dropout = torch.nn.Dropout(architecture.dropout)
@@ -162,9 +185,7 @@ class EncoderHead(torch.nn.Module):
         if arch.private_layers:
             assert isinstance(features, tuple) and self.private_layers is not None
             hidden, attention_mask = features
-            mask = additive_attention_mask(attention_mask, hidden.dtype)
-            for layer in self.private_layers:
-                hidden = layer(hidden, attention_mask=mask)
+            hidden = run_layers(self.private_layers, hidden, attention_mask)
             if arch.pooling == "tokens":
                 summary = hidden
             elif arch.pooling == "pooled":
@@ -176,8 +197,7 @@ class EncoderHead(torch.nn.Module):
         elif isinstance(features, tuple):
             summary = features[0]
         elif arch.layer_mix:
-            weights = self.layer_weights.softmax(dim=0).to(features.dtype)
-            summary = self.layer_scale.to(features.dtype) * (features * weights[None, :, None]).sum(dim=1)
+            summary = self.mix(features)
         else:
             summary = features
         summary = self.dropout(summary)
@@ -216,15 +236,9 @@ class MaskedLMModule(torch.nn.Module):
         if layer_mix and private_layers:
             raise ValueError("a masked-LM head takes layer_mix or private_layers, not both")
         self.layer_mix = layer_mix
-        self.private_layers: torch.nn.ModuleList | None = None
-        if private_layers:
-            init = private_layer_init[-private_layers:] if private_layer_init else None
-            layers = [copy.deepcopy(layer) for layer in init] if init else None
-            self.private_layers = torch.nn.ModuleList(layers or [BertLayer(config) for _ in range(private_layers)])
-            self.private_layers.requires_grad_(True)
+        self.private_layers = copy_top_layers(config, private_layers, private_layer_init)
         if layer_mix:
-            self.layer_weights = torch.nn.Parameter(torch.zeros(int(config.num_hidden_layers) + 1))
-            self.layer_scale = torch.nn.Parameter(torch.ones(()))
+            self.mix = LayerMix(int(config.num_hidden_layers) + 1)
         self.transform = BertPredictionHeadTransform(config)
         self.bias = torch.nn.Parameter(torch.zeros(int(config.vocab_size)))
         # Tied, never copied: a tuple keeps the embedding matrix out of this module's state.
@@ -256,13 +270,9 @@ class MaskedLMModule(torch.nn.Module):
         """Vocabulary logits from `select_features`' output, (positions, vocab)."""
         if self.private_layers is not None:
             hidden, attention_mask, row_index, token_index = features
-            mask = additive_attention_mask(attention_mask, hidden.dtype)
-            for layer in self.private_layers:
-                hidden = layer(hidden, attention_mask=mask)
-            hidden = hidden[row_index, token_index]
+            hidden = run_layers(self.private_layers, hidden, attention_mask)[row_index, token_index]
         elif self.layer_mix:
-            weights = self.layer_weights.softmax(dim=0).to(features.dtype)
-            hidden = self.layer_scale.to(features.dtype) * (features * weights[None, :, None]).sum(dim=1)
+            hidden = self.mix(features)
         else:
             hidden = features
         decoder = self._decoder[0]
