@@ -259,23 +259,12 @@ class Batcher:
         """
         started = time.perf_counter()
         encoder = self._encoder
-        width = max(queued.length for queued in batch)
-        pad_id = encoder.tokenizer.pad_token_id or 0
-        input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        token_type_ids = torch.zeros((len(batch), width), dtype=torch.long)
-        attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for i, queued in enumerate(batch):
-            n = queued.length
-            input_ids[i, :n] = torch.tensor(queued.tokens.input_ids)
-            token_type_ids[i, :n] = torch.tensor(queued.tokens.token_type_ids)
-            attention_mask[i, :n] = 1
-        out = encoder.forward(
-            input_ids.to(encoder.device), token_type_ids.to(encoder.device), attention_mask.to(encoder.device)
-        )
+        out = encoder.forward_rows([queued.tokens for queued in batch])
+        width = out.attention_mask.shape[1]
         self.stats.forwards += 1
         self.stats.rows += len(batch)
         self.stats.padded_tokens += len(batch) * width
-        self.stats.real_tokens += int(attention_mask.sum())
+        self.stats.real_tokens += int(out.attention_mask.sum())
 
         # Each head reads its rows of the batch: (batch index, consumer index) pairs.
         by_head: dict[int, list[tuple[int, int]]] = defaultdict(list)

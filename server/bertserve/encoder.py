@@ -6,13 +6,15 @@ import copy
 import hashlib
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 import torch
 import transformers
 from transformers import AutoTokenizer, BertForPreTraining, PreTrainedTokenizerBase
+
+from .heads import EncodedRow
 
 log = logging.getLogger(__name__)
 
@@ -214,6 +216,19 @@ class SharedEncoder:
         checkpoint did not contain them. Keys are relative to ``cls.<prefix>.``."""
         state = self._pretraining_heads.get(prefix)
         return dict(state) if state is not None else None
+
+    def forward_rows(self, rows: Sequence[EncodedRow]) -> EncoderBatch:
+        """Right-pad `rows` into one batch on `device` and run the encoder once."""
+        width = max(len(row) for row in rows)
+        input_ids = torch.full((len(rows), width), self.tokenizer.pad_token_id or 0, dtype=torch.long)
+        token_type_ids = torch.zeros((len(rows), width), dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            input_ids[i, : len(row)] = torch.tensor(row.input_ids)
+            token_type_ids[i, : len(row)] = torch.tensor(row.token_type_ids)
+            attention_mask[i, : len(row)] = 1
+        device = self.device
+        return self.forward(input_ids.to(device), token_type_ids.to(device), attention_mask.to(device))
 
     def forward(
         self, input_ids: torch.Tensor, token_type_ids: torch.Tensor, attention_mask: torch.Tensor

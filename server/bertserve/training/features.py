@@ -83,17 +83,7 @@ def extract_features(
 
 def run_encoder(encoder: SharedEncoder, rows: Sequence[EncodedRow]) -> EncoderOutputs:
     """Pad `rows` and run the shared encoder once, with every layer's output."""
-    width = max(len(row) for row in rows)
-    pad_id = encoder.tokenizer.pad_token_id or 0
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    token_type_ids = torch.zeros((len(rows), width), dtype=torch.long)
-    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        input_ids[i, : len(row)] = torch.tensor(row.input_ids)
-        token_type_ids[i, : len(row)] = torch.tensor(row.token_type_ids)
-        attention_mask[i, : len(row)] = 1
-    device = encoder.device
-    out = encoder.forward(input_ids.to(device), token_type_ids.to(device), attention_mask.to(device))
+    out = encoder.forward_rows(rows)
     return EncoderOutputs(out.sequence_output, out.pooled_output, out.attention_mask, out.hidden_states)
 
 
