@@ -86,9 +86,10 @@ def train_head(
     """Train a `task` head on `data` with the encoder frozen.
 
     Fill-mask takes only `layer_mix` or `private_layers` from `architecture`:
-    its head is BERT's MLM transform with the decoder tied to the word embeddings. `copies` is how
-    many different random maskings (fill-mask) or pairings (next-sentence)
-    of the text training sees, BERT's "dupe factor".
+    its head is BERT's MLM transform with the decoder tied to the word
+    embeddings. `copies` is how many different random maskings (fill-mask)
+    or pairings (next-sentence) of the text training sees, BERT's "dupe
+    factor".
     """
     options = options or TrainingOptions()
     features = features or FeatureOptions()
