@@ -8,11 +8,9 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
-
-from tqdm.auto import tqdm
 
 from ..app import server_plugins
 from ..config import ServerConfig
@@ -23,7 +21,7 @@ from ..plugin_manager import register_plugins
 from ..tasks import FillMaskInput, NextSentenceInput, QuestionAnsweringInput, TextClassificationInput
 from .data import Document, read_documents, read_labeled_texts, read_squad
 from .examples import IS_NEXT, next_sentence_pairs
-from .features import run_encoder
+from .features import encode_in_batches
 from .metrics import accuracy, exact_match, macro_f1, token_f1
 
 _WORD = re.compile(r"[A-Za-z]+")
@@ -45,15 +43,12 @@ def load_served_head(name: str, encoder: SharedEncoder, head_file: Path | None, 
 def run_head(head: Head[Any, Any], encoder: SharedEncoder, items: Sequence[Any], *, batch_size: int = 64) -> list[Any]:
     """Outputs of `head` for `items`, computed as the server computes them."""
     rows: list[tuple[int, EncodedRow]] = [(n, row) for n, item in enumerate(items) for row in head.preprocess(item)]
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i][1]))
     results: list[Any] = [None] * len(rows)
-    for start in tqdm(range(0, len(order), batch_size), desc=f"running {head.name}", leave=False):
-        chosen = order[start : start + batch_size]
-        batch = [rows[i][1] for i in chosen]
-        outputs = run_encoder(encoder, batch)
+    batches = encode_in_batches(encoder, [row for _, row in rows], batch_size, f"running {head.name}")
+    for indices, batch, outputs in batches:
         if not head.needs_hidden_states:
-            outputs = type(outputs)(outputs.sequence_output, outputs.pooled_output, outputs.attention_mask)
-        for i, result in zip(chosen, head.forward(outputs, batch)):
+            outputs = replace(outputs, hidden_states=None)
+        for i, result in zip(indices, head.forward(outputs, batch)):
             results[i] = result
     per_item: list[tuple[list[EncodedRow], list[Any]]] = [([], []) for _ in items]
     for (n, row), result in zip(rows, results):

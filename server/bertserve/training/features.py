@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,13 +64,9 @@ def extract_features(
         stored = torch.load(path, weights_only=True)
         log.info("reusing cached features %s", path)
         return RaggedFeatures(stored["values"], list(stored["counts"]))
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))  # similar lengths pad little
     per_row: list[torch.Tensor | None] = [None] * len(rows)
-    batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
-    for batch in tqdm(batches, desc=description, unit="batch", leave=False):
-        batch_rows = [rows[i] for i in batch]
-        outputs = run_encoder(encoder, batch_rows)
-        for i, value in zip(batch, select(outputs, batch_rows)):
+    for indices, batch_rows, outputs in encode_in_batches(encoder, rows, batch_size, description):
+        for i, value in zip(indices, select(outputs, batch_rows)):
             per_row[i] = value.detach().to(device="cpu", dtype=store_dtype)
     ready = [value for value in per_row if value is not None]
     features = RaggedFeatures(torch.cat(ready) if ready else torch.empty(0), [len(value) for value in ready])
@@ -79,6 +75,18 @@ def extract_features(
         torch.save({"values": features.values, "counts": features.counts}, path)
         log.info("cached features in %s", path)
     return features
+
+
+def encode_in_batches(
+    encoder: SharedEncoder, rows: Sequence[EncodedRow], batch_size: int, description: str
+) -> Iterator[tuple[list[int], list[EncodedRow], EncoderOutputs]]:
+    """Run the encoder over `rows` in batches of similar length (little padding),
+    yielding each batch's row indices, rows and outputs, with a progress bar."""
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+    batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+    for indices in tqdm(batches, desc=description, unit="batch", leave=False):
+        batch_rows = [rows[i] for i in indices]
+        yield indices, batch_rows, run_encoder(encoder, batch_rows)
 
 
 def run_encoder(encoder: SharedEncoder, rows: Sequence[EncodedRow]) -> EncoderOutputs:
