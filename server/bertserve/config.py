@@ -44,6 +44,57 @@ class BatchingConfig:
 
 
 @dataclass(frozen=True)
+class SecurityConfig:
+    """Transport security and who may call.
+
+    `tls_cert` and `tls_key` (PEM files) turn on TLS; `tls_client_ca` also
+    requires every client to present a certificate signed by that CA (mutual
+    TLS). Bearer tokens come from `tokens_file` (one per line: ``TOKEN [NAME
+    [METHOD-PATTERN,...]]``) and from `tokens`; with any token configured,
+    every RPC except health needs ``authorization: Bearer TOKEN`` metadata.
+    Reflection needs a token too unless `public_reflection`; the metrics
+    endpoint needs one only with `metrics_require_token`.
+    """
+
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    tokens_file: Path | None = None
+    tokens: tuple[str, ...] = field(default=(), repr=False)
+    public_reflection: bool = False
+    metrics_require_token: bool = False
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+    @property
+    def auth(self) -> bool:
+        return self.tokens_file is not None or bool(self.tokens)
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """The Prometheus endpoint: ``http://host:port/metrics``; `port` None turns it off, 0 picks one."""
+
+    host: str = "127.0.0.1"
+    port: int | None = None
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    """Log level and format (``plain`` or ``json``).
+
+    Every request is logged at DEBUG with its request id, head, duration and
+    status; failed requests are logged at WARNING (client errors) or ERROR
+    (server errors) at any level.
+    """
+
+    level: str = "INFO"
+    format: str = "plain"
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     """Everything the server needs to start.
 
@@ -54,6 +105,15 @@ class ServerConfig:
     ``"float16"`` or ``"bfloat16"``. `plugins_allow` (None: all) and
     `plugins_deny` hold plugin entry-point or distribution names.
     `worker_threads` run the heads' pre- and postprocessing.
+
+    Limits: a request may hold `max_inputs_per_request` inputs and
+    `max_tokens_per_request` tokens after tokenization (INVALID_ARGUMENT
+    beyond), and `max_message_bytes` on the wire (RESOURCE_EXHAUSTED beyond,
+    from gRPC). At most `max_concurrent_requests` requests are in progress;
+    beyond that, and beyond the batch queue's `max_queue_rows`, a request is
+    refused at once with RESOURCE_EXHAUSTED and a retry delay. `warmup` runs
+    every loaded head once before health turns SERVING; on shutdown accepted
+    requests get `shutdown_grace_seconds` to finish.
     """
 
     model: str | None = None
@@ -64,11 +124,20 @@ class ServerConfig:
     port: int = DEFAULT_PORT
     max_sequence_length: int | None = None
     max_inputs_per_request: int = 1024
+    max_tokens_per_request: int = 131072
+    max_concurrent_requests: int = 1024
+    max_message_bytes: int = 4 * 1024 * 1024
     worker_threads: int = 4
+    warmup: bool = True
+    shutdown_grace_seconds: float = 30.0
+    keepalive_seconds: float = 60.0
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     plugin_entry_point_group: str = "bertserve.heads"
     plugins_allow: tuple[str, ...] | None = None
     plugins_deny: tuple[str, ...] = ()
+    security: SecurityConfig = field(default_factory=SecurityConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     def with_environment(self, environ: Mapping[str, str]) -> ServerConfig:
         """This config with the plugin allow/deny lists of the environment added.

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -39,12 +39,24 @@ class BertServeError(Exception):
         reason: str | None = None,
         metadata: Mapping[str, str] | None = None,
         field_violations: Sequence[FieldViolation] = (),
+        retry_delay: float | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.reason = reason or self.default_reason
         self.metadata = dict(metadata or {})
         self.field_violations = tuple(field_violations)
+        self.retry_delay = retry_delay
+
+    def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
+        """Plain trailers sent besides the status details.
+
+        A retry delay also goes out as ``grpc-retry-pushback-ms``, the trailer
+        gRPC's own retry policy (service config) honours.
+        """
+        if self.retry_delay is None:
+            return ()
+        return (("grpc-retry-pushback-ms", str(max(0, round(self.retry_delay * 1000)))),)
 
     def to_status(self) -> grpc.Status:
         """The rich `grpc.Status` (with `google.rpc` details) for this error."""
@@ -57,8 +69,13 @@ class BertServeError(Exception):
                 ]
             )
             details.append(_pack(bad_request))
+        if self.retry_delay is not None:
+            delay = duration_pb2.Duration()
+            delay.FromNanoseconds(int(self.retry_delay * 1e9))
+            details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
         status = status_pb2.Status(code=_CODE_NUMBERS[self.code], message=self.message, details=details)
-        return rpc_status.to_status(status)
+        rich = rpc_status.to_status(status)
+        return _Status(rich.code, rich.details, (*rich.trailing_metadata, *self.trailing_metadata()))
 
 
 class InvalidArgument(BertServeError):
@@ -87,6 +104,20 @@ class QueueFull(BertServeError):
 
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
     default_reason = "QUEUE_FULL"
+
+
+class Unauthenticated(BertServeError):
+    """The call carries no valid bearer token (or none at all)."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+    default_reason = "UNAUTHENTICATED"
+
+
+class PermissionDenied(BertServeError):
+    """The caller is authenticated but may not call this method."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+    default_reason = "PERMISSION_DENIED"
 
 
 class NotServing(BertServeError):
@@ -129,6 +160,13 @@ class HeadUnavailable(Exception):
 
     The head is listed as UNAVAILABLE with this message; other heads load on.
     """
+
+
+@dataclass(frozen=True)
+class _Status(grpc.Status):
+    code: grpc.StatusCode
+    details: str
+    trailing_metadata: tuple[tuple[str, str | bytes], ...]
 
 
 def _pack(message: object) -> any_pb2.Any:
