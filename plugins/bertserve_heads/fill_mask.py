@@ -63,6 +63,10 @@ class FillMaskHead(Head[FillMaskInput, FillMaskOutput]):
         self._encoder: SharedEncoder | None = None
         self._module: MaskedLMModule | None = None
 
+    def warmup_input(self) -> FillMaskInput:
+        assert self._encoder is not None, "head used before load()"
+        return FillMaskInput(text=f"The capital of France is {self._encoder.tokenizer.mask_token}.")
+
     def load(self, context: HeadLoadContext) -> HeadDescription:
         encoder = context.encoder
         self._encoder = encoder

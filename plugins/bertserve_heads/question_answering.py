@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 from bertserve import (
+    WARMUP_TEXT,
     AnswerSpan,
     EncodedRow,
     EncoderHead,
@@ -71,6 +72,9 @@ class QuestionAnsweringHead(Head[QuestionAnsweringInput, QuestionAnsweringOutput
         self._encoder: SharedEncoder | None = None
         self._qa_outputs: EncoderHead | None = None
         self.supports_no_answer = False
+
+    def warmup_input(self) -> QuestionAnsweringInput:
+        return QuestionAnsweringInput(question="Where did the fox jump?", context=WARMUP_TEXT)
 
     @property
     def window(self) -> int:

@@ -10,7 +10,7 @@ from .encoder import SharedEncoder
 from .errors import BertServeError, HeadUnavailable, InputError
 from .head_modules import EncoderHead, HeadArchitecture, MaskedLMModule
 from .headfile import HeadFileMetadata, frozen_linear, load_head_file, read_head_metadata, save_head_file
-from .heads import EncodedRow, EncoderOutputs, Head, HeadDescription, HeadLoadContext
+from .heads import WARMUP_TEXT, EncodedRow, EncoderOutputs, Head, HeadDescription, HeadLoadContext
 from .hookspecs import API_VERSION, hookimpl
 from .runtime import HeadRunner
 from .service_definition import ServiceDefinition
@@ -35,6 +35,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "API_VERSION",
+    "WARMUP_TEXT",
     "HeadRunner",
     "ServiceDefinition",
     "AnswerSpan",

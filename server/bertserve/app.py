@@ -11,26 +11,47 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable
 
 import grpc
+import torch
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from . import __version__
+from .admission import Admission
 from .batcher import Batcher
 from .config import ServerConfig
 from .default_model import default_model_path
 from .encoder import SharedEncoder
 from .errors import NotServing
-from .interceptor import ErrorMappingInterceptor
+from .interceptor import ErrorMappingInterceptor, RequestInterceptor
+from .metrics import MetricsEndpoint, ServerMetrics
 from .plugin_manager import HeadRegistry, HeadState, Plugin, discover_plugins, load_heads, register_plugins
 from .runtime import Runtime
+from .security import AuthInterceptor, TokenStore, current_principal, server_credentials
 from .services import builtin
 
 log = logging.getLogger(__name__)
 
 _HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+
+LIVENESS_SERVICE = "liveness"
+"""A health service name that is SERVING from start until exit: for liveness probes."""
+
+
+def server_options(config: ServerConfig) -> list[tuple[str, int]]:
+    """gRPC server options: message size limits and keepalive (clients may ping every 10 s)."""
+    return [
+        ("grpc.max_receive_message_length", config.max_message_bytes),
+        ("grpc.max_send_message_length", config.max_message_bytes),
+        ("grpc.keepalive_time_ms", int(config.keepalive_seconds * 1000)),
+        ("grpc.keepalive_timeout_ms", 20_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+        ("grpc.http2.max_ping_strikes", 2),
+    ]
 
 
 def server_plugins(
@@ -77,7 +98,17 @@ class BertServeServer:
         self._plugins = list(plugins) if plugins is not None else None
         self._runtime = _LazyRuntime()
         self._health = health.aio.HealthServicer()
-        self._server = grpc.aio.server(interceptors=[ErrorMappingInterceptor()])
+        # Bad TLS files or tokens fail here, before anything binds.
+        self._credentials = server_credentials(config.security)
+        self.tokens = TokenStore.from_config(config.security)
+        self.metrics = ServerMetrics()
+        self.admission = Admission(config.max_concurrent_requests, retry_delay=self._retry_delay)
+        interceptors: list[grpc.aio.ServerInterceptor] = [ErrorMappingInterceptor()]
+        if self.tokens is not None:
+            interceptors.insert(0, AuthInterceptor(self.tokens, public_reflection=config.security.public_reflection))
+        interceptors.insert(0, RequestInterceptor(self.admission, self.metrics, principal=current_principal.get))
+        self._server = grpc.aio.server(interceptors=interceptors, options=server_options(config))
+        self._metrics_endpoint: MetricsEndpoint | None = None
         self._registry: HeadRegistry | None = None
         self.port: int | None = None
 
@@ -99,7 +130,13 @@ class BertServeServer:
         reflection.enable_server_reflection([*names, _HEALTH_SERVICE, reflection.SERVICE_NAME], self._server)
         for name in ["", *names]:
             await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-        self.port = self._server.add_insecure_port(f"{self.config.host}:{self.config.port}")
+        await self._health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+        self._start_metrics_endpoint()
+        address = f"{self.config.host}:{self.config.port}"
+        if self._credentials is not None:
+            self.port = self._server.add_secure_port(address, self._credentials)
+        else:
+            self.port = self._server.add_insecure_port(address)
         await self._server.start()
         log.info("listening on %s:%d (loading)", self.config.host, self.port)
         return self.port
@@ -110,13 +147,61 @@ class BertServeServer:
         assert registry is not None, "start() first"
         encoder = await asyncio.to_thread(load_encoder, config)
         await asyncio.to_thread(load_heads, registry, encoder, config)
-        batcher = Batcher(encoder, config.batching)
+        batcher = Batcher(encoder, config.batching, self.metrics)
         await asyncio.to_thread(batcher.calibrate)
         batcher.start()
         runtime = Runtime(config=config, encoder=encoder, registry=registry, batcher=batcher)
+        if config.warmup:
+            started = time.perf_counter()
+            warmed = await runtime.warm_up()
+            log.info("warmed up %s in %.0f ms", ", ".join(warmed) or "no head", 1000 * (time.perf_counter() - started))
         self._runtime.value = runtime
+        self._describe_encoder(encoder, registry)
+        self.admission.state = "serving"
+        self.metrics.ready.set(1)
         await self._report_health(registry)
         return runtime
+
+    def _retry_delay(self) -> float:
+        runtime = self._runtime.value
+        return runtime.batcher.retry_delay() if runtime is not None else 1.0
+
+    def _start_metrics_endpoint(self) -> None:
+        settings = self.config.metrics
+        if settings.port is None:
+            return
+        tokens = self.tokens
+        authorize = tokens.check_authorization_header if tokens and self.config.security.metrics_require_token else None
+        self._metrics_endpoint = MetricsEndpoint(self.metrics, settings.host, settings.port, authorize=authorize)
+        self._metrics_endpoint.start()
+        log.info("metrics on http://%s:%d/metrics", settings.host, self._metrics_endpoint.port)
+
+    @property
+    def metrics_port(self) -> int | None:
+        """The bound port of the metrics endpoint, or None when it is off."""
+        return self._metrics_endpoint.port if self._metrics_endpoint is not None else None
+
+    def _describe_encoder(self, encoder: SharedEncoder, registry: HeadRegistry) -> None:
+        metrics = self.metrics
+        metrics.info.labels(__version__, encoder.model_name).set(1)
+        runtime = self._runtime.value
+        if runtime is not None:
+            metrics.queue_rows.set_function(lambda: runtime.batcher.queued_rows)
+        metrics.in_flight.set_function(lambda: self.admission.in_flight)
+        device = str(encoder.device)
+        modules = [encoder.bert] + [
+            value
+            for record in registry.records()
+            if record.state is HeadState.LOADED
+            for value in vars(record.head).values()
+            if isinstance(value, torch.nn.Module)
+        ]
+        weights = {id(p): p.numel() * p.element_size() for module in modules for p in module.parameters()}
+        metrics.device_memory.labels(device, "weights").set(sum(weights.values()))
+        if encoder.device.type == "cuda":
+            index = encoder.device
+            metrics.device_memory.labels(device, "allocated").set_function(lambda: torch.cuda.memory_allocated(index))
+            metrics.device_memory.labels(device, "reserved").set_function(lambda: torch.cuda.memory_reserved(index))
 
     async def _report_health(self, registry: HeadRegistry) -> None:
         loaded = {r.head.name for r in registry.records() if r.state is HeadState.LOADED}
@@ -127,12 +212,34 @@ class BertServeServer:
         await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
         log.info("serving on port %s; heads loaded: %s", self.port, ", ".join(sorted(loaded)) or "none")
 
+    async def drain(self, grace: float) -> bool:
+        """Stop taking work: health NOT_SERVING, new calls UNAVAILABLE, and wait for the accepted ones.
+
+        Returns True when every accepted request was answered within `grace`
+        seconds. The liveness health service stays SERVING: the process is
+        healthy, it is just leaving.
+        """
+        self.metrics.ready.set(0)
+        services = self._registry.services if self._registry is not None else []
+        for name in ["", *(service.name for service in services)]:
+            await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        in_flight = self.admission.in_flight
+        log.info("draining: %d requests in progress, up to %.1f s to finish", in_flight, grace)
+        finished = await self.admission.drain(grace)
+        if not finished:
+            log.warning("grace period over with %d requests still in progress", self.admission.in_flight)
+        return finished
+
     async def stop(self, grace: float | None = 5.0) -> None:
-        """Report NOT_SERVING, finish in-flight RPCs within `grace` seconds, stop."""
+        """Drain for up to `grace` seconds, then close the port and release the encoder."""
+        if grace:
+            await self.drain(grace)
         await self._health.enter_graceful_shutdown()
-        await self._server.stop(grace)
+        await self._server.stop(1.0 if grace else None)
         if self._runtime.value is not None:
             await self._runtime.value.close()
+        if self._metrics_endpoint is not None:
+            self._metrics_endpoint.stop()
 
     async def wait_for_termination(self) -> None:
         await self._server.wait_for_termination()

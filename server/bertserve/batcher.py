@@ -31,6 +31,7 @@ from .config import BatchingConfig
 from .encoder import SharedEncoder
 from .errors import DeadlineExceeded, HeadFailed, NotServing, QueueFull
 from .heads import EncodedRow, EncoderOutputs, Head
+from .metrics import ServerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ class _QueuedRow:
     consumers: list[_Consumer]
     deadline: float | None
     order: int
+    enqueued: float
 
     @property
     def tokens(self) -> EncodedRow:
@@ -86,8 +88,10 @@ class BatcherStats:
 class Batcher:
     """Owns the queue and the encoder; `submit` is the only way to run it."""
 
-    def __init__(self, encoder: SharedEncoder, config: BatchingConfig) -> None:
+    def __init__(self, encoder: SharedEncoder, config: BatchingConfig, metrics: ServerMetrics | None = None) -> None:
         self._encoder = encoder
+        self._metrics = metrics
+        self._rows_per_second: float | None = None
         self._config = config
         self._queue: list[_QueuedRow] = []
         self._wakeup = asyncio.Event()
@@ -134,6 +138,16 @@ class Batcher:
         """Rows waiting or being computed."""
         return len(self._queue) + self._rows_in_forward
 
+    def retry_delay(self) -> float:
+        """Seconds until the rows now pending are likely done: the delay a refused client should wait.
+
+        From the recent encoder throughput (rows per second, smoothed);
+        between 50 ms and 10 s.
+        """
+        if not self._rows_per_second:
+            return 0.1
+        return min(10.0, max(0.05, self.pending_rows / self._rows_per_second))
+
     async def submit(
         self, head: Head[Any, Any], rows: Sequence[EncodedRow], *, timeout: float | None = None
     ) -> list[Any]:
@@ -173,18 +187,24 @@ class Batcher:
     ) -> list[list[asyncio.Future[Any]]]:
         if self._closing:
             raise NotServing("the server is shutting down; retry on another replica")
+        if timeout is not None and timeout <= 0:
+            raise DeadlineExceeded("the deadline passed before the request reached the batch queue")
         if len(self._queue) + len(groups) > self._config.max_queue_rows:
+            if self._metrics is not None:
+                self._metrics.rejected.labels("queue_full").inc()
             raise QueueFull(
-                f"the batch queue is full ({len(self._queue)} of {self._config.max_queue_rows} rows waiting); "
-                "retry with backoff",
+                f"the batch queue is full ({len(self._queue)} of {self._config.max_queue_rows} rows waiting, "
+                f"this request needs {len(groups)}); retry after the delay",
                 metadata={"max_queue_rows": str(self._config.max_queue_rows)},
+                retry_delay=self.retry_delay(),
             )
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout if timeout is not None else None
+        now = loop.time()
+        deadline = now + timeout if timeout is not None else None
         futures = []
         for group in groups:
             consumers = [_Consumer(head, row, loop.create_future()) for head, row in group]
-            self._queue.append(_QueuedRow(consumers, deadline, next(self._order)))
+            self._queue.append(_QueuedRow(consumers, deadline, next(self._order), now))
             futures.append([consumer.future for consumer in consumers])
         self._wakeup.set()
         return futures
@@ -220,8 +240,12 @@ class Batcher:
         for queued in self._queue:
             if queued.abandoned:
                 self.stats.dropped_cancelled += 1
+                if self._metrics is not None:
+                    self._metrics.dropped_rows.labels("cancelled").inc()
             elif queued.deadline is not None and queued.deadline <= now:
                 self.stats.dropped_expired += 1
+                if self._metrics is not None:
+                    self._metrics.dropped_rows.labels("deadline").inc()
                 queued.fail(DeadlineExceeded("the deadline passed while the request was queued"))
             else:
                 live.append(queued)
@@ -232,12 +256,19 @@ class Batcher:
         batch = select_batch(live, self._config.max_batch_size, self._config.max_batch_tokens, self.forward_cost_tokens)
         chosen = set(map(id, batch))
         self._queue = [queued for queued in live if id(queued) not in chosen]
+        if self._metrics is not None:
+            for queued in batch:
+                self._metrics.queue_wait_seconds.observe(now - queued.enqueued)
         return batch
 
     async def _execute(self, loop: asyncio.AbstractEventLoop, batch: list[_QueuedRow]) -> None:
         self._rows_in_forward = len(batch)
+        started = loop.time()
         try:
             results = await loop.run_in_executor(self._executor, self._forward, batch)
+            rate = len(batch) / max(loop.time() - started, 1e-6)
+            previous = self._rows_per_second
+            self._rows_per_second = rate if previous is None else 0.8 * previous + 0.2 * rate
         except Exception as error:  # the encoder itself failed: every row fails
             log.exception("encoder forward failed for a batch of %d rows", len(batch))
             results = [[HeadFailed(f"the encoder failed: {error}")] * len(q.consumers) for q in batch]
@@ -264,7 +295,8 @@ class Batcher:
         self.stats.forwards += 1
         self.stats.rows += len(batch)
         self.stats.padded_tokens += len(batch) * width
-        self.stats.real_tokens += int(out.attention_mask.sum())
+        real_tokens = int(out.attention_mask.sum())
+        self.stats.real_tokens += real_tokens
 
         # Each head reads its rows of the batch: (batch index, consumer index) pairs.
         by_head: dict[int, list[tuple[int, int]]] = defaultdict(list)
@@ -299,9 +331,12 @@ class Batcher:
                 head_results = [failure] * len(places)
             for (i, j), result in zip(places, head_results):
                 results[i][j] = result
-        log.debug(
-            "forward of %d rows x %d tokens in %.1f ms", len(batch), width, 1000 * (time.perf_counter() - started)
-        )
+        seconds = time.perf_counter() - started
+        if self._metrics is not None:
+            self._metrics.record_batch(
+                rows=len(batch), padded_tokens=len(batch) * width, real_tokens=real_tokens, seconds=seconds
+            )
+        log.debug("forward of %d rows x %d tokens in %.1f ms", len(batch), width, 1000 * seconds)
         return results
 
 

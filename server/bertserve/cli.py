@@ -7,14 +7,15 @@ import asyncio
 import json
 import logging
 import os
-import signal
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-from .config import DEFAULT_PORT, BatchingConfig, ServerConfig
+from .config import DEFAULT_PORT, ServerConfig
+from .lifecycle import serve_until_signalled
+from .logs import configure_logging
 from .schema import to_json
+from .settings import ConfigError, ResolvedSettings, add_setting_flags, resolve_settings
 from .training.commands import add_commands as add_training_commands
 
 log = logging.getLogger("bertserve")
@@ -23,9 +24,9 @@ log = logging.getLogger("bertserve")
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=getattr(args, "log_level", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    if args.handler is not _serve:  # serve configures logging from its settings
+        level = getattr(args, "setting__logging__level", None) or getattr(args, "log_level", "INFO")
+        logging.basicConfig(level=str(level).upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return int(args.handler(args) or 0)
     except KeyboardInterrupt:
@@ -38,38 +39,24 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="run the server")
-    _add_model_options(serve)
-    serve.add_argument("--host", default="0.0.0.0", help="interface to bind (default: all)")
-    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 picks one)")
-    serve.add_argument(
-        "--max-batch-size", type=int, default=BatchingConfig.max_batch_size, help="rows per encoder forward"
+    serve = commands.add_parser(
+        "serve",
+        help="run the server",
+        description="Run the server. Settings: flag > BERTSERVE_* environment > --config TOML file > default.",
     )
-    serve.add_argument(
-        "--max-batch-tokens", type=int, default=BatchingConfig.max_batch_tokens, help="padded tokens per forward"
-    )
-    serve.add_argument(
-        "--max-delay-ms",
-        type=float,
-        default=BatchingConfig.max_delay_ms,
-        help="wait for a fuller batch (default 0: never wait while idle)",
-    )
-    serve.add_argument(
-        "--forward-cost-tokens",
-        type=float,
-        default=None,
-        help="padding a row may add to join a batch (default: measured)",
-    )
-    serve.add_argument(
-        "--max-queue-rows",
-        type=int,
-        default=BatchingConfig.max_queue_rows,
-        help="queued rows before RESOURCE_EXHAUSTED",
-    )
+    add_setting_flags(serve)
     serve.set_defaults(handler=_serve)
 
+    config = commands.add_parser("config", help="inspect the configuration")
+    config_commands = config.add_subparsers(dest="config_command", required=True)
+    show = config_commands.add_parser(
+        "show", help="print the effective configuration (secrets masked) and where each value comes from"
+    )
+    add_setting_flags(show)
+    show.set_defaults(handler=_config_show)
+
     heads = commands.add_parser("heads", help="load the encoder and list which heads load, and why not")
-    _add_model_options(heads)
+    add_setting_flags(heads)
     heads.add_argument("--json", action="store_true", help="print JSON")
     heads.set_defaults(handler=_heads)
 
@@ -100,79 +87,31 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--model", default=None, help="checkpoint folder or hub id (default: the offline all-MiniLM-L6-v2 encoder)"
-    )
-    parser.add_argument(
-        "--head-file",
-        action="append",
-        default=[],
-        metavar="HEAD=PATH",
-        help="weights for a head, e.g. sentiment=sentiment.safetensors",
-    )
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"])
-    parser.add_argument("--max-sequence-length", type=int, default=None, help="cap on input tokens")
-    parser.add_argument("--plugins-allow", default=None, help="comma-separated plugins to use (default: all)")
-    parser.add_argument("--plugins-deny", default=None, help="comma-separated plugins not to use")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+def _resolve(args: argparse.Namespace) -> ResolvedSettings:
+    try:
+        return resolve_settings(args, os.environ)
+    except ConfigError as error:
+        raise SystemExit(f"configuration error: {error}") from None
 
 
-def _config(args: argparse.Namespace, **overrides: Any) -> ServerConfig:
-    head_files: dict[str, Path] = {}
-    for spec in args.head_file:
-        name, sep, path = spec.partition("=")
-        if not sep or not name or not path:
-            raise SystemExit(f"--head-file expects HEAD=PATH, got {spec!r}")
-        head_files[name] = Path(path)
-    return ServerConfig(
-        model=args.model,
-        head_files=head_files,
-        device=args.device,
-        dtype=args.dtype,
-        max_sequence_length=args.max_sequence_length,
-        plugins_allow=tuple(args.plugins_allow.split(",")) if args.plugins_allow else None,
-        plugins_deny=tuple(args.plugins_deny.split(",")) if args.plugins_deny else (),
-        **overrides,
-    ).with_environment(os.environ)
+def _config(args: argparse.Namespace) -> ServerConfig:
+    try:
+        return _resolve(args).to_config()
+    except ConfigError as error:
+        raise SystemExit(f"configuration error: {error}") from None
+
+
+def _config_show(args: argparse.Namespace) -> int:
+    resolved = _resolve(args)
+    _config(args)  # cross-field checks
+    print(resolved.show(), end="")
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:
-    config = _config(
-        args,
-        host=args.host,
-        port=args.port,
-        batching=BatchingConfig(
-            max_batch_size=args.max_batch_size,
-            max_batch_tokens=args.max_batch_tokens,
-            max_delay_ms=args.max_delay_ms,
-            max_queue_rows=args.max_queue_rows,
-            forward_cost_tokens=args.forward_cost_tokens,
-        ),
-    )
-    return asyncio.run(_serve_async(config))
-
-
-async def _serve_async(config: ServerConfig) -> int:
-    from .app import BertServeServer
-
-    server = BertServeServer(config)
-    await server.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    try:
-        await server.load()
-    except Exception as error:
-        log.error("start-up failed: %s", error)
-        await server.stop(grace=None)
-        return 1
-    await stop.wait()
-    log.info("shutting down: finishing in-flight requests")
-    await server.stop(grace=10.0)
-    return 0
+    config = _config(args)
+    configure_logging(config.logging)
+    return asyncio.run(serve_until_signalled(config))
 
 
 def _heads(args: argparse.Namespace) -> int:

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from .config import ServerConfig
     from .encoder import SharedEncoder
 
+WARMUP_TEXT = "The quick brown fox jumps over the lazy dog near the river bank."
+
 InputT = TypeVar("InputT")
 OutputT = TypeVar("OutputT")
 
@@ -105,6 +107,17 @@ class Head(ABC, Generic[InputT, OutputT]):
     def output_schema(self) -> dict[str, Any]:
         """JSON Schema of one output, derived from `output_type`."""
         return json_schema(self.output_type)
+
+    def warmup_input(self) -> InputT | None:
+        """An input the server runs once at start-up, before it reports SERVING.
+
+        The default puts a sample sentence in every `text_fields` field, or
+        returns None (no warm-up) for a head without text fields. Override it
+        when the sample does not fit, e.g. a head that needs a marker token.
+        """
+        if not self.text_fields:
+            return None
+        return self.parse_input({name: WARMUP_TEXT for name in self.text_fields})
 
     def parse_input(self, data: Mapping[str, Any]) -> InputT:
         """An `input_type` from JSON data that passed `input_schema()`."""

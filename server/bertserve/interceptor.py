@@ -1,14 +1,22 @@
-"""One place that maps exceptions to gRPC statuses for every unary RPC."""
+"""The server's interceptors: request bookkeeping (ids, admission, logs, metrics) and error mapping."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import grpc
 
+from .admission import Admission
 from .errors import BertServeError
+from .logs import log_request
+from .metrics import ServerMetrics
+from .request_context import RequestContext, reset_current_request, set_current_request
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +42,8 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
             try:
                 return await inner(request, context)
             except BertServeError as error:
+                if error.code is grpc.StatusCode.INTERNAL:
+                    log.error("%s failed: %s", method, error.message)
                 await context.abort_with_status(error.to_status())
             except grpc.aio.AbortError:
                 raise
@@ -46,3 +56,119 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+
+
+class RequestInterceptor(grpc.aio.ServerInterceptor):
+    """For every bertserve unary RPC: a request id, admission, one log line and the request metrics.
+
+    The request id comes from ``x-request-id`` metadata, or is made, and is
+    returned to the caller as ``x-request-id`` initial metadata. Health and
+    reflection (``/grpc.*``) pass untouched: probes must see NOT_SERVING
+    while the server drains, not a refusal.
+    """
+
+    def __init__(
+        self,
+        admission: Admission,
+        metrics: ServerMetrics | None,
+        principal: Callable[[], str | None] = lambda: None,
+    ) -> None:
+        self._admission = admission
+        self._metrics = metrics
+        self._principal = principal
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or method.startswith("/grpc."):
+            return handler
+        if handler.unary_unary is not None:
+            return self._unary(handler, method)
+        if handler.stream_stream is not None:  # a call refused before its handler (authentication)
+            return self._refused(handler, method)
+        return handler
+
+    def _unary(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        inner = handler.unary_unary
+
+        async def observed(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            async with self._track(context, method):
+                try:
+                    async with self._admission.admit():
+                        return await inner(request, context)
+                except BertServeError as refusal:  # from admission itself
+                    if self._metrics is not None:
+                        self._metrics.rejected.labels(refusal.reason.lower()).inc()
+                    await context.abort_with_status(refusal.to_status())
+
+        return grpc.unary_unary_rpc_method_handler(
+            observed,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    def _refused(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        inner = handler.stream_stream
+
+        async def observed(requests: Any, context: grpc.aio.ServicerContext) -> None:
+            async with self._track(context, method):
+                await inner(requests, context)
+
+        return grpc.stream_stream_rpc_method_handler(
+            observed,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    @asynccontextmanager
+    async def _track(self, context: grpc.aio.ServicerContext, method: str) -> AsyncIterator[RequestContext]:
+        """Give the call its request id, then log it and count it however it ends."""
+        request_context = RequestContext(_request_id(context), method.lstrip("/"))
+        token = set_current_request(request_context)
+        started = time.perf_counter()
+        code = grpc.StatusCode.UNKNOWN
+        try:
+            await context.send_initial_metadata(((REQUEST_ID_KEY, request_context.request_id),))
+            yield request_context
+            code = context.code() or grpc.StatusCode.OK
+        except grpc.aio.AbortError:
+            code = context.code() or grpc.StatusCode.UNKNOWN
+            raise
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        finally:
+            reset_current_request(token)
+            self._record(request_context, code, time.perf_counter() - started, context.peer())
+
+    def _record(self, request: RequestContext, code: grpc.StatusCode, seconds: float, peer: str) -> None:
+        head = request.head_label
+        if self._metrics is not None:
+            self._metrics.requests.labels(request.method, head, code.name).inc()
+            self._metrics.request_seconds.labels(request.method, head).observe(seconds)
+        log_request(
+            request_id=request.request_id,
+            method=request.method,
+            heads=head,
+            code=code.name,
+            duration_ms=seconds * 1000,
+            peer=peer,
+            principal=self._principal(),
+        )
+
+
+REQUEST_ID_KEY = "x-request-id"
+_REQUEST_ID_ALLOWED = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:/")
+
+
+def _request_id(context: grpc.aio.ServicerContext) -> str:
+    """The caller's ``x-request-id`` when it is a sane token (at most 128 safe characters), else a new one."""
+    for key, value in context.invocation_metadata() or ():
+        if key == REQUEST_ID_KEY and isinstance(value, str) and 0 < len(value) <= 128:
+            if set(value) <= _REQUEST_ID_ALLOWED:
+                return value
+    return uuid.uuid4().hex

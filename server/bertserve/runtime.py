@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -13,10 +14,13 @@ import grpc
 from .batcher import Batcher
 from .config import ServerConfig
 from .encoder import SharedEncoder
-from .errors import FieldViolation, InputError, InvalidArgument
+from .errors import DeadlineExceeded, FieldViolation, InputError, InvalidArgument
 from .heads import EncodedRow, Head
-from .plugin_manager import HeadRegistry
+from .plugin_manager import HeadRegistry, HeadState
+from .request_context import current_request
 from .schema import schema_violations
+
+log = logging.getLogger(__name__)
 
 InputT = TypeVar("InputT")
 OutputT = TypeVar("OutputT")
@@ -70,7 +74,7 @@ class Runtime:
 
     def head(self, name: str, *, task: str) -> Head[Any, Any]:
         """The loaded head for a request's `head` field (empty: the task's default)."""
-        return self.registry.get(name or task, task=task)
+        return _noted(self.registry.get(name or task, task=task))
 
     async def run(
         self,
@@ -87,8 +91,10 @@ class Runtime:
         Pre- and postprocessing run on worker threads, off the event loop.
         """
         self._check_count(len(items), field_of)
+        _check_deadline(context, "before preprocessing")
         rows_per_item = await self._offload(self._preprocess_all, head, items, field_of)
         flat_rows = [row for rows in rows_per_item for row in rows]
+        self._check_tokens(sum(len(row) for row in flat_rows), field_of(0).split("[")[0])
         results = await self.batcher.submit(head, flat_rows, timeout=_time_left(context))
         return await self._offload(self._postprocess_all, head, items, rows_per_item, results)
 
@@ -96,7 +102,7 @@ class Runtime:
         self, name: str, data: Mapping[str, Any], context: grpc.aio.ServicerContext | None
     ) -> dict[str, Any]:
         """Validate JSON `data` against head `name`'s input schema, run it, render the output."""
-        head = self.registry.get(name)
+        head = _noted(self.registry.get(name))
         item = parse_head_input(head, data, prefix="input")
         (output,) = await self.run(head, [item], context, field_of=lambda _: "input")
         return head.render_output(output)
@@ -121,11 +127,12 @@ class Runtime:
                 "the request names no heads; list at least one in heads",
                 field_violations=[FieldViolation("heads", "must not be empty")],
             )
-        heads = [self.registry.get(name) for name, _ in requests]
+        heads = [_noted(self.registry.get(name)) for name, _ in requests]
         items_per_head = [
             self._analyze_items(index, head, options, texts)
             for index, (head, (_, options)) in enumerate(zip(heads, requests))
         ]
+        _check_deadline(context, "before preprocessing")
         rows = await self._offload(self._analyze_rows, heads, items_per_head)
         groups: list[list[tuple[Head[Any, Any], EncodedRow]]] = []
         for text_index in range(len(texts)):
@@ -136,6 +143,7 @@ class Runtime:
                     by_tokens.setdefault(key, []).append((head, row))
             for group in by_tokens.values():
                 groups.append(group)
+        self._check_tokens(sum(len(group[0][1]) for group in groups), "inputs")
         results = await self.batcher.submit_shared(groups, timeout=_time_left(context))
         for group_results in results:
             for result in group_results:
@@ -215,6 +223,38 @@ class Runtime:
                 per_head.append(head.render_output(output))
             outputs.append(per_head)
         return outputs
+
+    def _check_tokens(self, tokens: int, field: str) -> None:
+        limit = self.config.max_tokens_per_request
+        if tokens > limit:
+            raise InvalidArgument(
+                f"the request needs {tokens} tokens after tokenization; at most {limit} are allowed per call, split it",
+                reason="REQUEST_TOO_LARGE",
+                metadata={"max_tokens_per_request": str(limit), "tokens": str(tokens)},
+                field_violations=[FieldViolation(field, f"{tokens} tokens, more than {limit}")],
+            )
+
+    async def warm_up(self) -> list[str]:
+        """Run every loaded head once on its warm-up input; returns the heads that ran.
+
+        A head whose warm-up fails is logged and left serving: its error
+        will show on the first real request too, with the right status.
+        """
+        warmed = []
+        for record in self.registry.records():
+            if record.state is not HeadState.LOADED:
+                continue
+            head = record.head
+            try:
+                item = head.warmup_input()
+                if item is None:
+                    continue
+                await self.run(head, [item], None, field_of=lambda _: "warmup")
+            except Exception:
+                log.warning("warm-up of head %r failed", head.name, exc_info=True)
+                continue
+            warmed.append(head.name)
+        return warmed
 
     def _check_count(self, count: int, field_of: Callable[[int], str]) -> None:
         limit = self.config.max_inputs_per_request
@@ -298,6 +338,20 @@ def _field_path(item_path: str, sub_field: str | None) -> str:
 
 
 _REQUEST_OPTIONS = {"top_k", "targets", "max_answer_length", "doc_stride"}
+
+
+def _noted(head: Head[Any, Any]) -> Head[Any, Any]:
+    """`head`, recorded as used by the current request (for its log line and metrics)."""
+    request = current_request()
+    if request is not None:
+        request.add_head(head.name)
+    return head
+
+
+def _check_deadline(context: grpc.aio.ServicerContext | None, stage: str) -> None:
+    left = _time_left(context)
+    if left is not None and left <= 0:
+        raise DeadlineExceeded(f"the deadline passed {stage}")
 
 
 def _time_left(context: grpc.aio.ServicerContext | None) -> float | None:
