@@ -18,6 +18,8 @@ class RpcFailure:
     domain: str | None
     metadata: dict[str, str]
     violations: dict[str, str]
+    retry_delay: float | None = None
+    trailers: dict[str, str | bytes] | None = None
 
 
 def call_failure(method, request, **kwargs) -> RpcFailure:  # type: ignore[no-untyped-def]
@@ -33,6 +35,7 @@ def decode(error: grpc.RpcError) -> RpcFailure:
     reason = domain = None
     metadata: dict[str, str] = {}
     violations: dict[str, str] = {}
+    retry_delay = None
     for key, value in error.trailing_metadata() or ():
         if key != "grpc-status-details-bin":
             continue
@@ -47,4 +50,9 @@ def decode(error: grpc.RpcError) -> RpcFailure:
                 bad = error_details_pb2.BadRequest()
                 detail.Unpack(bad)
                 violations.update({v.field: v.description for v in bad.field_violations})
-    return RpcFailure(error.code(), error.details() or "", reason, domain, metadata, violations)
+            elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+                retry = error_details_pb2.RetryInfo()
+                detail.Unpack(retry)
+                retry_delay = retry.retry_delay.ToNanoseconds() / 1e9
+    trailers = dict(error.trailing_metadata() or ())
+    return RpcFailure(error.code(), error.details() or "", reason, domain, metadata, violations, retry_delay, trailers)

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from .config import ServerConfig
     from .encoder import SharedEncoder
 
-WARMUP_TEXT = "The quick brown fox jumps over the lazy dog near the river bank."
+WARMUP_TEXT = "The fox jumped over the dog."
 
 InputT = TypeVar("InputT")
 OutputT = TypeVar("OutputT")
