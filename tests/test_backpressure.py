@@ -201,13 +201,22 @@ def test_client_cancel_frees_its_slot_and_its_row(limited: BackgroundServer, gat
     assert gate.rows_run == 1
 
 
-def test_deadline_already_spent_before_queueing_is_refused(limited: BackgroundServer) -> None:
-    before = limited.runtime.batcher.stats.rows
-    with grpc.insecure_channel(limited.address) as channel:
-        with pytest.raises(grpc.RpcError) as raised:
-            st_grpc.SentimentServiceStub(channel).ClassifySentiment(
-                st.ClassifySentimentRequest(texts=["too late"]), timeout=0.000_001
-            )
-    assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    time.sleep(0.1)
-    assert limited.runtime.batcher.stats.rows == before
+class _SpentContext:
+    """A servicer context whose deadline has passed (as after a long wait for a worker thread)."""
+
+    def time_remaining(self) -> float:
+        return 0.0
+
+
+def test_deadline_spent_before_queueing_is_refused_without_a_forward(limited: BackgroundServer) -> None:
+    from bertserve import TextClassificationInput
+    from bertserve.errors import DeadlineExceeded
+
+    runtime = limited.runtime
+    before = runtime.batcher.stats.rows
+    head = runtime.head("", task="sentiment")
+    with pytest.raises(DeadlineExceeded, match="deadline passed before preprocessing"):
+        limited.call(runtime.run(head, [TextClassificationInput(text="late")], _SpentContext(), field_of=str))
+    with pytest.raises(DeadlineExceeded, match="before the request reached the batch queue"):
+        limited.call(runtime.batcher.submit(head, head.preprocess(TextClassificationInput(text="late")), timeout=0))
+    assert runtime.batcher.stats.rows == before
