@@ -226,7 +226,9 @@ class BertServeServer:
         in_flight = self.admission.in_flight
         log.info("draining: %d requests in progress, up to %.1f s to finish", in_flight, grace)
         finished = await self.admission.drain(grace)
-        if not finished:
+        if finished:
+            log.info("drained: all accepted requests answered")
+        else:
             log.warning("grace period over with %d requests still in progress", self.admission.in_flight)
         return finished
 
