@@ -15,7 +15,7 @@ from types import TracebackType
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-_LISTENING = re.compile(r"listening on \S+:(\d+) \(loading\)")
+_LISTENING = re.compile(r"listening on \S+:(\d+) \(loading")
 _METRICS = re.compile(r"metrics on http://\S+:(\d+)/metrics")
 
 

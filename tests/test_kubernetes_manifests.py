@@ -8,11 +8,10 @@ drain) and against the server's configuration file in the ConfigMap. Where a
 ``kubectl`` or ``kustomize`` binary is on PATH, the kustomizations are also
 rendered; otherwise that one test is skipped.
 
-``DOCUMENTED_SETTINGS`` is the contract of the TOML file as documented for
-this release (sections, keys, and the ``BERTSERVE_<SECTION>_<KEY>`` variables
-made from them). It is deliberately a literal copy: it pins what the
-manifests may use, and is meant to give way to the server's own settings
-table once the server exposes one.
+``DOCUMENTED_SETTINGS`` is the server's own settings table
+(`bertserve.settings.SETTINGS`): sections, keys, and the
+``BERTSERVE_<SECTION>_<KEY>`` variables made from them. The ConfigMap's file
+is also loaded by the server's own loader, so a bad value fails here.
 """
 
 from __future__ import annotations
@@ -26,6 +25,7 @@ from typing import Any
 
 import pytest
 import yaml
+from bertserve.settings import SETTINGS, resolve_settings
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -40,24 +40,10 @@ GPU = KUBE / "gpu"
 DOCKERFILE = DEPLOY / "Dockerfile"
 DOCKERIGNORE = DEPLOY / "Dockerfile.dockerignore"
 
-DOCUMENTED_SETTINGS: dict[str, set[str]] = {
-    "server": {"host", "port", "worker_threads", "warmup", "shutdown_grace_seconds", "keepalive_seconds"},
-    "model": {"name", "device", "dtype", "max_sequence_length", "head_files"},
-    "batching": {"max_batch_size", "max_batch_tokens", "max_delay_ms", "max_queue_rows", "forward_cost_tokens"},
-    "limits": {"max_inputs_per_request", "max_tokens_per_request", "max_concurrent_requests", "max_message_bytes"},
-    "plugins": {"allow", "deny"},
-    "security": {
-        "tls_cert",
-        "tls_key",
-        "tls_client_ca",
-        "tokens_file",
-        "tokens",
-        "public_reflection",
-        "metrics_require_token",
-    },
-    "metrics": {"enabled", "host", "port"},
-    "logging": {"level", "format"},
-}
+DOCUMENTED_SETTINGS: dict[str, set[str]] = {}
+for _setting in SETTINGS:
+    _section, _key = _setting.key.split(".")
+    DOCUMENTED_SETTINGS.setdefault(_section, set()).add(_key)
 # Tables whose keys are free-form names (head name = head file).
 FREE_FORM_TABLES = {("model", "head_files")}
 # BERTSERVE_* variables that are not settings.
@@ -262,8 +248,14 @@ def test_container_ports_match_the_config(container, pod, settings):
     assert annotations["prometheus.io/path"] == "/metrics"
 
 
-def test_probes_are_native_grpc_health_checks_on_the_grpc_port(container):
-    grpc_port = container_port(container, "grpc")
+def test_config_file_loads_with_the_servers_own_loader(config_file):
+    config = resolve_settings({}, {}, config_file=config_file).to_config()
+    assert config.health_port is not None and config.metrics.port is not None
+
+
+def test_probes_are_native_grpc_health_checks_on_the_health_port(container, settings):
+    grpc_port = container_port(container, "health")
+    assert grpc_port == settings["server"]["health_port"] != settings["server"]["port"]
     expected = {"livenessProbe": "liveness", "readinessProbe": "", "startupProbe": "liveness"}
     for probe_name, service in expected.items():
         probe = container.get(probe_name)

@@ -42,8 +42,15 @@ LIVENESS_SERVICE = "liveness"
 
 
 def server_options(config: ServerConfig) -> list[tuple[str, int]]:
-    """gRPC server options: message size limits and keepalive (clients may ping every 10 s)."""
+    """gRPC server options: message size limits, keepalive (clients may ping every 10 s), connection age."""
+    age = []
+    if config.max_connection_age_seconds is not None:
+        age = [
+            ("grpc.max_connection_age_ms", int(config.max_connection_age_seconds * 1000)),
+            ("grpc.max_connection_age_grace_ms", int(config.shutdown_grace_seconds * 1000)),
+        ]
     return [
+        *age,
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.max_send_message_length", config.max_message_bytes),
         ("grpc.keepalive_time_ms", int(config.keepalive_seconds * 1000)),
@@ -109,6 +116,8 @@ class BertServeServer:
         interceptors.insert(0, RequestInterceptor(self.admission, self.metrics, principal=current_principal.get))
         self._server = grpc.aio.server(interceptors=interceptors, options=server_options(config))
         self._metrics_endpoint: MetricsEndpoint | None = None
+        self._health_server: grpc.aio.Server | None = None
+        self.health_port: int | None = None
         self._registry: HeadRegistry | None = None
         self.port: int | None = None
 
@@ -132,13 +141,17 @@ class BertServeServer:
             await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self._health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         self._start_metrics_endpoint()
+        await self._start_health_port()
         address = f"{self.config.host}:{self.config.port}"
         if self._credentials is not None:
             self.port = self._server.add_secure_port(address, self._credentials)
         else:
             self.port = self._server.add_insecure_port(address)
         await self._server.start()
-        log.info("listening on %s:%d (loading)", self.config.host, self.port)
+        security = self.config.security
+        transport = "mutual TLS" if security.tls_client_ca else "TLS" if security.tls else "plaintext"
+        access = f"{len(self.tokens)} bearer tokens" if self.tokens is not None else "no authentication"
+        log.info("listening on %s:%d (loading; %s, %s)", self.config.host, self.port, transport, access)
         return self.port
 
     async def load(self) -> Runtime:
@@ -175,6 +188,15 @@ class BertServeServer:
         self._metrics_endpoint = MetricsEndpoint(self.metrics, settings.host, settings.port, authorize=authorize)
         self._metrics_endpoint.start()
         log.info("metrics on http://%s:%d/metrics", settings.host, self._metrics_endpoint.port)
+
+    async def _start_health_port(self) -> None:
+        if self.config.health_port is None:
+            return
+        self._health_server = grpc.aio.server()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._health_server)
+        self.health_port = self._health_server.add_insecure_port(f"{self.config.host}:{self.config.health_port}")
+        await self._health_server.start()
+        log.info("plaintext health on %s:%d", self.config.host, self.health_port)
 
     @property
     def metrics_port(self) -> int | None:
@@ -242,6 +264,8 @@ class BertServeServer:
             await self._runtime.value.close()
         if self._metrics_endpoint is not None:
             self._metrics_endpoint.stop()
+        if self._health_server is not None:
+            await self._health_server.stop(None)
 
     async def wait_for_termination(self) -> None:
         await self._server.wait_for_termination()

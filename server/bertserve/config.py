@@ -114,6 +114,11 @@ class ServerConfig:
     refused at once with RESOURCE_EXHAUSTED and a retry delay. `warmup` runs
     every loaded head once before health turns SERVING; on shutdown accepted
     requests get `shutdown_grace_seconds` to finish.
+
+    `max_connection_age_seconds` closes client connections (gracefully) after
+    that age, so clients balancing over a DNS name look it up again and find
+    new replicas. `health_port` opens a second, plaintext port that serves
+    only grpc.health.v1, for probes that cannot speak TLS (the kubelet's).
     """
 
     model: str | None = None
@@ -131,6 +136,8 @@ class ServerConfig:
     warmup: bool = True
     shutdown_grace_seconds: float = 30.0
     keepalive_seconds: float = 60.0
+    max_connection_age_seconds: float | None = None
+    health_port: int | None = None
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     plugin_entry_point_group: str = "bertserve.heads"
     plugins_allow: tuple[str, ...] | None = None

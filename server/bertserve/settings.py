@@ -90,6 +90,22 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=1,
     ),
     Setting(
+        "server.max_connection_age_seconds",
+        "float",
+        300.0,
+        "close client connections after this age so clients re-resolve and find new replicas",
+        minimum=1,
+        nullable=True,
+    ),
+    Setting(
+        "server.health_port",
+        "int",
+        None,
+        "extra plaintext port serving only grpc.health.v1 (for probes when TLS is on)",
+        minimum=0,
+        nullable=True,
+    ),
+    Setting(
         "model.name",
         "str",
         None,
@@ -209,6 +225,8 @@ class ResolvedSettings:
                 warmup=v["server.warmup"],
                 shutdown_grace_seconds=v["server.shutdown_grace_seconds"],
                 keepalive_seconds=v["server.keepalive_seconds"],
+                max_connection_age_seconds=v["server.max_connection_age_seconds"],
+                health_port=v["server.health_port"],
                 batching=BatchingConfig(
                     max_batch_size=v["batching.max_batch_size"],
                     max_batch_tokens=v["batching.max_batch_tokens"],
