@@ -2,9 +2,10 @@
 
 Every failed RPC surfaces as a :class:`BertServeError` subclass chosen by the
 gRPC status code. The server attaches a ``google.rpc.Status`` (AIP-193) in the
-``grpc-status-details-bin`` trailer; its ``ErrorInfo`` and ``BadRequest``
-details are decoded onto the exception, so callers can branch on ``reason``
-and show ``field_violations`` without touching protobuf.
+``grpc-status-details-bin`` trailer; its ``ErrorInfo``, ``BadRequest`` and
+``RetryInfo`` details are decoded onto the exception, so callers can branch
+on ``reason``, show ``field_violations`` and wait ``retry_delay`` without
+touching protobuf.
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ class BertServeError(Exception):
         domain: ``google.rpc.ErrorInfo.domain`` (``"bertserve"``), when sent.
         metadata: ``google.rpc.ErrorInfo.metadata``; empty when not sent.
         field_violations: ``google.rpc.BadRequest`` field violations, if any.
+        retry_delay: ``google.rpc.RetryInfo.retry_delay`` in seconds: how long
+            the server asks to wait before retrying (e.g. with
+            RESOURCE_EXHAUSTED); None when not sent.
     """
 
     default_code: ClassVar[grpc.StatusCode] = grpc.StatusCode.UNKNOWN
@@ -70,6 +74,7 @@ class BertServeError(Exception):
         domain: str | None = None,
         metadata: Mapping[str, str] | None = None,
         field_violations: Iterable[FieldViolation] = (),
+        retry_delay: float | None = None,
     ) -> None:
         super().__init__(message)
         self.code: grpc.StatusCode = code if code is not None else self.default_code
@@ -78,6 +83,7 @@ class BertServeError(Exception):
         self.domain = domain
         self.metadata: dict[str, str] = dict(metadata or {})
         self.field_violations: tuple[FieldViolation, ...] = tuple(field_violations)
+        self.retry_delay: float | None = retry_delay
 
     def __str__(self) -> str:
         text = f"{self.code.name}: {self.message}"
@@ -156,8 +162,9 @@ def error_from_rpc(err: grpc.RpcError) -> BertServeError:
 
     Works for sync ``grpc.RpcError`` calls and ``grpc.aio.AioRpcError``. The
     rich ``google.rpc.Status`` in the trailing metadata, when present and
-    well formed, supplies ``reason``, ``domain``, ``metadata`` and
-    ``field_violations``. ``err`` becomes the returned exception's ``__cause__``.
+    well formed, supplies ``reason``, ``domain``, ``metadata``,
+    ``field_violations`` and ``retry_delay``. ``err`` becomes the returned
+    exception's ``__cause__``.
     """
     code = _call(err, "code")
     if not isinstance(code, grpc.StatusCode):
@@ -169,6 +176,7 @@ def error_from_rpc(err: grpc.RpcError) -> BertServeError:
     domain: str | None = None
     metadata: dict[str, str] = {}
     violations: list[FieldViolation] = []
+    retry_delay: float | None = None
     if status is not None:
         message = message or status.message
         for detail in status.details:
@@ -181,6 +189,10 @@ def error_from_rpc(err: grpc.RpcError) -> BertServeError:
                 bad_request = error_details_pb2.BadRequest()
                 detail.Unpack(bad_request)
                 violations.extend(FieldViolation(v.field, v.description) for v in bad_request.field_violations)
+            elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+                retry_info = error_details_pb2.RetryInfo()
+                detail.Unpack(retry_info)
+                retry_delay = retry_info.retry_delay.ToNanoseconds() / 1e9
     if not message:
         message = f"RPC failed with {code.name}"
 
@@ -191,6 +203,7 @@ def error_from_rpc(err: grpc.RpcError) -> BertServeError:
         domain=domain,
         metadata=metadata,
         field_violations=violations,
+        retry_delay=retry_delay,
     )
     error.__cause__ = err
     return error
