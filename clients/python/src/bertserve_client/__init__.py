@@ -19,6 +19,7 @@ Example::
 
 from __future__ import annotations
 
+from ._channel import PemSource, RetryPolicy
 from ._requests import USE_CLIENT_DEFAULT, UseClientDefault
 from .aio import AsyncBertServeClient
 from .client import BertServeClient
@@ -72,8 +73,10 @@ __all__ = [
     "MaskPredictions",
     "NextSentenceResult",
     "NotFoundError",
+    "PemSource",
     "RequestCancelledError",
     "ResourceExhaustedError",
+    "RetryPolicy",
     "SentimentResult",
     "ServerInfo",
     "TokenPrediction",

@@ -10,6 +10,16 @@ from typing import Any, TypeVar, overload
 import grpc
 
 from . import _requests as rq
+from ._channel import (
+    DEFAULT_KEEPALIVE_S,
+    DEFAULT_RETRY,
+    PemSource,
+    RetryPolicy,
+    bearer_metadata,
+    check_no_channel_options,
+    display_target,
+    plan_channel,
+)
 from ._requests import USE_CLIENT_DEFAULT, Timeout
 from .errors import error_from_rpc
 from .results import AnswerResult, FillMaskResult, HeadInfo, NextSentenceResult, SentimentResult, ServerInfo
@@ -28,13 +38,50 @@ class BertServeClient:
     :class:`~bertserve_client.errors.BertServeError` subclass.
 
     Args:
-        target: ``host:port`` of the server.
+        target: ``host:port`` of the server, any gRPC target such as
+            ``dns:///name:port`` (every address the name resolves to, e.g.
+            the pods of a Kubernetes headless service, round-robin), or a
+            sequence of ``host:port`` strings: their host names are resolved
+            once, here, and calls go round-robin over all the addresses.
         timeout: Default deadline of each call in seconds; None for no deadline.
             Every method takes a ``timeout`` keyword to override it per call.
         channel: An existing channel to use instead of opening one; it is not
-            closed by :meth:`close`.
-        credentials: TLS credentials; without them the channel is insecure.
-        options: gRPC channel options, as for ``grpc.insecure_channel``.
+            closed by :meth:`close`. Only ``timeout`` and ``token`` apply to
+            it; the other connection options are the channel's own business.
+        credentials: Ready-made channel credentials, instead of ``tls`` and the
+            PEM options; without any of them the channel is insecure.
+        tls: Use TLS, verified against the system's root certificates
+            unless ``root_certificates`` is given.
+        root_certificates: The CA certificate(s) that signed the server's
+            certificate: PEM bytes, a str holding PEM text, or a file path.
+            Implies TLS.
+        client_certificate: The client certificate chain for mutual TLS
+            (PEM bytes, text or path); needs ``client_key``.
+        client_key: The private key of ``client_certificate`` (PEM bytes,
+            text or path).
+        server_name: The name the server's certificate is checked against,
+            instead of the target's host (``grpc.ssl_target_name_override``).
+        token: Bearer token sent as ``authorization: Bearer <token>`` metadata
+            with every call, over TLS or not (send it in clear text only on a
+            trusted network). Never shown in ``repr``.
+        retry: How gRPC retries calls that fail with a retryable code
+            (UNAVAILABLE, RESOURCE_EXHAUSTED and CANCELLED by default, up
+            to 5 attempts, honouring the server's pushback delay); None for
+            no retries.
+        keepalive_seconds: Interval of HTTP/2 keepalive pings, also on an idle
+            connection, so a dead connection is noticed and idle proxies keep
+            it open; None for no pings. bertserve servers accept pings every
+            10 s or more.
+        options: gRPC channel options, as for ``grpc.insecure_channel``; they
+            win over the options the settings above make, e.g. a
+            ``grpc.service_config`` of your own replaces the retry and
+            balancing config.
+
+    Raises:
+        ValueError: Contradictory options, e.g. ``credentials`` with
+            ``root_certificates``, or ``channel`` with TLS options.
+        UnavailableError: A host name of several targets does not resolve.
+        OSError: A PEM file cannot be read.
 
     Example::
 
@@ -45,21 +92,42 @@ class BertServeClient:
 
     def __init__(
         self,
-        target: str = "localhost:50051",
+        target: str | Sequence[str] = "localhost:50051",
         *,
         timeout: float | None = 30.0,
         channel: grpc.Channel | None = None,
         credentials: grpc.ChannelCredentials | None = None,
+        tls: bool = False,
+        root_certificates: PemSource | None = None,
+        client_certificate: PemSource | None = None,
+        client_key: PemSource | None = None,
+        server_name: str | None = None,
+        token: str | None = None,
+        retry: RetryPolicy | None = DEFAULT_RETRY,
+        keepalive_seconds: float | None = DEFAULT_KEEPALIVE_S,
         options: Sequence[tuple[str, Any]] | None = None,
     ) -> None:
-        self.target = target
+        self.target = display_target(target)
         self.timeout = timeout
+        self._metadata = bearer_metadata(token)
         self._owns_channel = channel is None
         if channel is None:
-            if credentials is None:
-                channel = grpc.insecure_channel(target, options=options)
-            else:
-                channel = grpc.secure_channel(target, credentials, options=options)
+            channel = plan_channel(
+                target,
+                credentials=credentials,
+                tls=tls,
+                root_certificates=root_certificates,
+                client_certificate=client_certificate,
+                client_key=client_key,
+                server_name=server_name,
+                retry=retry,
+                keepalive_seconds=keepalive_seconds,
+                options=options,
+            ).open()
+        else:
+            check_no_channel_options(
+                credentials, tls, root_certificates, client_certificate, client_key, server_name, options
+            )
         self._channel = channel
         self._stubs = rq.Stubs(channel)
 
@@ -84,7 +152,11 @@ class BertServeClient:
 
     def _invoke(self, method: Callable[..., Any], prepared: rq.Prepared[T], timeout: Timeout) -> T:
         try:
-            response = method(prepared.request, timeout=rq.resolve_timeout(timeout, self.timeout))
+            response = method(
+                prepared.request,
+                timeout=rq.resolve_timeout(timeout, self.timeout),
+                metadata=self._metadata,
+            )
         except grpc.RpcError as err:
             raise error_from_rpc(err) from err
         return prepared.convert(response)
@@ -390,6 +462,7 @@ class BertServeClient:
                 response = check(
                     rq.HEALTH_CHECK_REQUEST,
                     timeout=min(remaining, rq.HEALTH_MAX_CHECK_S),
+                    metadata=self._metadata,
                     wait_for_ready=True,
                 )
             except grpc.RpcError as err:
