@@ -220,3 +220,24 @@ def test_deadline_spent_before_queueing_is_refused_without_a_forward(limited: Ba
     with pytest.raises(DeadlineExceeded, match="before the request reached the batch queue"):
         limited.call(runtime.batcher.submit(head, head.preprocess(TextClassificationInput(text="late")), timeout=0))
     assert runtime.batcher.stats.rows == before
+
+
+def test_client_retries_a_full_queue_after_the_servers_delay(limited: BackgroundServer, gate: EncoderGate) -> None:
+    """End to end: RESOURCE_EXHAUSTED carries a delay, the client's retry policy waits it and then succeeds."""
+    from bertserve_client import BertServeClient
+
+    rejected = limited._server.metrics.rejected.labels("queue_full")
+    before = rejected._value.get()
+    with grpc.insecure_channel(limited.address) as channel:
+        holder = classify(channel, "hold the encoder")
+        assert gate.entered.wait(10)
+        queued = [classify(channel, f"queued {i}") for i in range(4)]
+        wait_until(lambda: gate.batcher.queued_rows == 4)
+        threading.Timer(0.1, gate.open).start()
+        with BertServeClient(limited.address, timeout=30) as client:
+            started = time.monotonic()
+            result = client.sentiment("patient")
+            waited = time.monotonic() - started
+        assert holder.result() and all(call.result() for call in queued)
+    assert result.label and rejected._value.get() > before  # refused at least once, then answered
+    assert waited >= 0.09

@@ -81,14 +81,19 @@ def test_sigterm_under_load_answers_every_accepted_request_and_exits_zero(tmp_pa
     outcomes = Counter(code for _, code, _ in load.outcomes)
     before = [o for o in load.outcomes if o[0] < signalled]
     after_signal = [o for o in load.outcomes if o[0] >= signalled]
-    # Everything sent before the signal was answered: the requests in progress were drained, not cut.
-    assert {code for _, code, _ in before} == {"OK"}, outcomes
-    # After the signal: answers (already admitted), DRAINING refusals, or no connection once the port closed.
+    # Nothing the server accepted was lost. A request sent just before the signal may still
+    # arrive after it and be refused with DRAINING (before any work); all others were answered.
+    refused_before = [o for o in before if o[1] != "OK"]
+    assert all(reason == "DRAINING" for _, _, reason in refused_before), outcomes
+    assert len(refused_before) <= 4  # at most one in flight on the wire per load thread
+    # After the signal: answers, DRAINING refusals, no connection once the port closed, or
+    # CANCELLED for a call that reaches the port while gRPC stops it (grpc/grpc#41785; never
+    # admitted: the drain had already finished). Clients retry all three elsewhere.
     for _, code, reason in after_signal:
-        assert code == "OK" or (code == "UNAVAILABLE" and (reason == "DRAINING" or "connect" in reason.lower())), (
-            code,
-            reason,
+        refused = (code == "UNAVAILABLE" and (reason == "DRAINING" or "connect" in reason.lower())) or (
+            code == "CANCELLED"
         )
+        assert code == "OK" or refused, (code, reason)
     assert any(reason == "DRAINING" for _, _, reason in after_signal)
     assert drained - signalled < 30
     print(f"\nSIGTERM under load: {dict(outcomes)}; {in_progress} in progress at the signal")

@@ -146,7 +146,8 @@ def test_one_log_line_per_request_with_the_callers_request_id(observed: Backgrou
         made = dict(call.initial_metadata())["x-request-id"]
         with pytest.raises(grpc.RpcError) as raised:
             stub.ClassifySentiment(st.ClassifySentimentRequest(texts=[]), metadata=[("x-request-id", "bad id!")])
-        failed_id = dict(raised.value.initial_metadata())["x-request-id"]
+        failed_id = dict(raised.value.trailing_metadata())["x-request-id"]
+        assert "x-request-id" not in dict(raised.value.initial_metadata() or ())  # no headers: retryable
         captured.wait_for(3)  # an aborted call's status can reach the client before its log line is written
     first, second, third = captured.lines()
     assert first["request_id"] == "req-abc-123" and first["level"] == "DEBUG"

@@ -58,8 +58,8 @@ class BertServeError(Exception):
             return ()
         return (("grpc-retry-pushback-ms", str(max(0, round(self.retry_delay * 1000)))),)
 
-    def to_status(self) -> grpc.Status:
-        """The rich `grpc.Status` (with `google.rpc` details) for this error."""
+    def to_status(self, extra_trailers: Sequence[tuple[str, str]] = ()) -> grpc.Status:
+        """The rich `grpc.Status` (with `google.rpc` details) for this error, plus `extra_trailers`."""
         details = [_pack(error_details_pb2.ErrorInfo(reason=self.reason, domain=ERROR_DOMAIN, metadata=self.metadata))]
         if self.field_violations:
             bad_request = error_details_pb2.BadRequest(
@@ -75,7 +75,7 @@ class BertServeError(Exception):
             details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
         status = status_pb2.Status(code=_CODE_NUMBERS[self.code], message=self.message, details=details)
         rich = rpc_status.to_status(status)
-        return _Status(rich.code, rich.details, (*rich.trailing_metadata, *self.trailing_metadata()))
+        return _Status(rich.code, rich.details, (*rich.trailing_metadata, *self.trailing_metadata(), *extra_trailers))
 
 
 class InvalidArgument(BertServeError):

@@ -16,7 +16,7 @@ from .admission import Admission
 from .errors import BertServeError
 from .logs import log_request
 from .metrics import ServerMetrics
-from .request_context import RequestContext, reset_current_request, set_current_request
+from .request_context import RequestContext, current_request, reset_current_request, set_current_request
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
             except BertServeError as error:
                 if error.code is grpc.StatusCode.INTERNAL:
                     log.error("%s failed: %s", method, error.message)
-                await context.abort_with_status(error.to_status())
+                await context.abort_with_status(error.to_status(_request_id_trailer()))
             except grpc.aio.AbortError:
                 raise
             except Exception:
@@ -62,7 +62,8 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
     """For every bertserve unary RPC: a request id, admission, one log line and the request metrics.
 
     The request id comes from ``x-request-id`` metadata, or is made, and is
-    returned to the caller as ``x-request-id`` initial metadata. Health and
+    returned to the caller as ``x-request-id``: initial metadata with an
+    answer, a trailer with an error. Health and
     reflection (``/grpc.*``) pass untouched: probes must see NOT_SERVING
     while the server drains, not a refusal.
     """
@@ -99,11 +100,15 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
             async with self._track(context, method):
                 try:
                     async with self._admission.admit():
-                        return await inner(request, context)
+                        response = await inner(request, context)
+                    # Headers go out with the answer only: gRPC retries a call (UNAVAILABLE while
+                    # draining, RESOURCE_EXHAUSTED) only if no headers were sent before the error.
+                    await context.send_initial_metadata(((REQUEST_ID_KEY, current_request_id()),))
+                    return response
                 except BertServeError as refusal:  # from admission itself
                     if self._metrics is not None:
                         self._metrics.rejected.labels(refusal.reason.lower()).inc()
-                    await context.abort_with_status(refusal.to_status())
+                    await context.abort_with_status(refusal.to_status(_request_id_trailer()))
 
         return grpc.unary_unary_rpc_method_handler(
             observed,
@@ -132,7 +137,6 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
         started = time.perf_counter()
         code = grpc.StatusCode.UNKNOWN
         try:
-            await context.send_initial_metadata(((REQUEST_ID_KEY, request_context.request_id),))
             yield request_context
             code = context.code() or grpc.StatusCode.OK
         except grpc.aio.AbortError:
@@ -163,6 +167,17 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
 
 REQUEST_ID_KEY = "x-request-id"
 _REQUEST_ID_ALLOWED = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:/")
+
+
+def current_request_id() -> str:
+    request = current_request()
+    return request.request_id if request is not None else ""
+
+
+def _request_id_trailer() -> tuple[tuple[str, str], ...]:
+    """The request id as a trailer of a failed call (a failure sends no headers)."""
+    request_id = current_request_id()
+    return ((REQUEST_ID_KEY, request_id),) if request_id else ()
 
 
 def _request_id(context: grpc.aio.ServicerContext) -> str:

@@ -163,8 +163,15 @@ SETTINGS: tuple[Setting, ...] = (
         "largest request or response message",
         minimum=1024,
     ),
-    Setting("plugins.allow", "list", None, "plugins to use, comma-separated (default: all)", nullable=True),
-    Setting("plugins.deny", "list", [], "plugins not to use, comma-separated"),
+    Setting(
+        "plugins.allow",
+        "list",
+        None,
+        "plugins to use, comma-separated (default: all)",
+        flag="--plugins-allow",
+        nullable=True,
+    ),
+    Setting("plugins.deny", "list", [], "plugins not to use, comma-separated", flag="--plugins-deny"),
     Setting("security.tls_cert", "path", None, "PEM server certificate (turns TLS on)", nullable=True),
     Setting("security.tls_key", "path", None, "PEM private key of the server certificate", nullable=True),
     Setting(
