@@ -38,6 +38,9 @@ from grpc_status import rpc_status
 FAST_RETRY = RetryPolicy(max_attempts=3, initial_backoff=0.01, max_backoff=0.02)
 TOKEN = "s3cret-T0ken_value.with/chars+="
 
+# Round-robin over the resolved addresses, skipping any whose health is not SERVING.
+BALANCED = {"loadBalancingConfig": [{"round_robin": {}}], "healthCheckConfig": {"serviceName": ""}}
+
 
 @dataclass(frozen=True)
 class Failure:
@@ -179,7 +182,7 @@ def test_service_config_balancing_keepalive_and_user_options() -> None:
     assert _plan_options(retry=None, keepalive_seconds=None) == {}
     # A dns:/// target (e.g. a Kubernetes headless service) balances round-robin over its addresses.
     dns = json.loads(_plan_options(target="dns:///bert.default.svc:50051")["grpc.service_config"])
-    assert dns == {"loadBalancingConfig": [{"round_robin": {}}]}
+    assert dns == BALANCED
     # The caller's options win over those the settings make, and pass through.
     options = _plan_options(
         retry=RetryPolicy(),
@@ -199,7 +202,7 @@ def test_several_targets_resolve_into_one_round_robin_target() -> None:
     # localhost's IPv4 address and 127.0.0.1 on the same port are one endpoint.
     assert plan.target == "ipv4:127.0.0.1:5001,127.0.0.1:5002"
     options = dict(plan.options)
-    assert json.loads(options["grpc.service_config"]) == {"loadBalancingConfig": [{"round_robin": {}}]}
+    assert json.loads(options["grpc.service_config"]) == BALANCED
     assert options["grpc.default_authority"] == "localhost:5001"
     assert _channel.plan_channel(["[::1]:5001", "[::1]:5002"]).target == "ipv6:[::1]:5001,[::1]:5002"
     # One target in a sequence is used as given.

@@ -234,7 +234,7 @@ def check_no_channel_options(
 
 
 def service_config(retry: RetryPolicy | None, *, round_robin: bool) -> dict[str, Any]:
-    """The gRPC service config: ``retry`` for every bertserve.v1 service, and round-robin balancing.
+    """The gRPC service config: ``retry`` for every bertserve.v1 service, round-robin balancing with health checks.
 
     Empty when there is nothing to configure.
     """
@@ -244,6 +244,9 @@ def service_config(retry: RetryPolicy | None, *, round_robin: bool) -> dict[str,
         config["methodConfig"] = [{"name": names, "retryPolicy": retry.to_json()}]
     if round_robin:
         config["loadBalancingConfig"] = [{"round_robin": {}}]
+        # Watch each server's grpc.health.v1 status: a replica that is loading or draining
+        # (NOT_SERVING) gets no new calls, before any call has to be refused and retried.
+        config["healthCheckConfig"] = {"serviceName": ""}
     return config
 
 

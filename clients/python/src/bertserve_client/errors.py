@@ -139,6 +139,18 @@ class RequestCancelledError(BertServeError):
     default_code = grpc.StatusCode.CANCELLED
 
 
+class UnauthenticatedError(BertServeError):
+    """The call carried no valid bearer token (UNAUTHENTICATED); pass ``token=`` to the client."""
+
+    default_code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDeniedError(BertServeError):
+    """The token is valid but may not call this method (PERMISSION_DENIED)."""
+
+    default_code = grpc.StatusCode.PERMISSION_DENIED
+
+
 class InternalError(BertServeError):
     """A server bug or an unexpected failure (INTERNAL, UNKNOWN, DATA_LOSS and other codes)."""
 
@@ -154,6 +166,8 @@ _CLASS_BY_CODE: dict[grpc.StatusCode, type[BertServeError]] = {
     grpc.StatusCode.UNAVAILABLE: UnavailableError,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
     grpc.StatusCode.CANCELLED: RequestCancelledError,
+    grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDeniedError,
 }
 
 

@@ -1,0 +1,64 @@
+"""The client library's TLS, mutual-TLS and token options against a real secured server."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from bertserve.background import BackgroundServer
+from bertserve.config import SecurityConfig, ServerConfig
+from bertserve_client import BertServeClient, PermissionDeniedError, UnauthenticatedError, UnavailableError
+from certs import Certs, make_certs
+
+TOKEN = "client-e2e-token-1"
+READER = "client-e2e-reader-2"
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    return make_certs(tmp_path_factory.mktemp("client-certs"))
+
+
+@pytest.fixture(scope="module")
+def secured(tiny_config: ServerConfig, certs: Certs, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    tokens = tmp_path_factory.mktemp("client-tokens") / "tokens"
+    tokens.write_text(f"{TOKEN} full-access\n{READER} model-reader /bertserve.v1.ModelService/*\n")
+    tokens.chmod(0o600)
+    security = SecurityConfig(
+        tls_cert=certs.server.cert, tls_key=certs.server.key, tls_client_ca=certs.ca.cert, tokens_file=tokens
+    )
+    with BackgroundServer(dataclasses.replace(tiny_config, security=security)) as running:
+        yield f"localhost:{running.port}"
+
+
+def client(target: str, certs: Certs, **kwargs: object) -> BertServeClient:
+    tls = {"root_certificates": certs.ca.cert, "client_certificate": certs.client.cert, "client_key": certs.client.key}
+    return BertServeClient(target, timeout=20, **{**tls, **kwargs})  # type: ignore[arg-type]
+
+
+def test_mutual_tls_and_a_token_get_answers(secured: str, certs: Certs) -> None:
+    with client(secured, certs, token=TOKEN) as c:
+        assert c.sentiment("a fine film").label
+        assert c.server_info().model
+
+
+def test_missing_and_wrong_tokens_raise_unauthenticated(secured: str, certs: Certs) -> None:
+    with client(secured, certs) as c, pytest.raises(UnauthenticatedError, match="requires a bearer token"):
+        c.sentiment("a fine film")
+    with client(secured, certs, token="not-the-token") as c, pytest.raises(UnauthenticatedError, match="not valid"):
+        c.sentiment("a fine film")
+
+
+def test_restricted_token_raises_permission_denied_elsewhere(secured: str, certs: Certs) -> None:
+    with client(secured, certs, token=READER) as c:
+        assert c.list_heads()
+        with pytest.raises(PermissionDeniedError, match="model-reader"):
+            c.sentiment("a fine film")
+
+
+def test_without_a_client_certificate_the_handshake_fails(secured: str, certs: Certs, tmp_path: Path) -> None:
+    with BertServeClient(secured, timeout=5, root_certificates=certs.ca.cert, token=TOKEN, retry=None) as c:
+        with pytest.raises(UnavailableError):
+            c.sentiment("a fine film")
