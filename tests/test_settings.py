@@ -197,3 +197,9 @@ def test_serve_with_a_bad_setting_exits_with_the_message() -> None:
     )
     assert done.returncode != 0
     assert "configuration error" in done.stderr and "batching.max_batch_size must be at least 1" in done.stderr
+
+
+def test_readme_documents_every_setting() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    for setting in SETTINGS:
+        assert f"| `{setting.key}` | `{setting.env}` |" in readme, setting.key
