@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_PORT = 50051
@@ -145,21 +144,3 @@ class ServerConfig:
     security: SecurityConfig = field(default_factory=SecurityConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
-
-    def with_environment(self, environ: Mapping[str, str]) -> ServerConfig:
-        """This config with the plugin allow/deny lists of the environment added.
-
-        ``BERTSERVE_PLUGINS_ALLOW`` and ``BERTSERVE_PLUGINS_DENY`` are
-        comma-separated entry-point or distribution names.
-        """
-        allow = _names(environ.get("BERTSERVE_PLUGINS_ALLOW", ""))
-        deny = _names(environ.get("BERTSERVE_PLUGINS_DENY", ""))
-        return replace(
-            self,
-            plugins_allow=(*(self.plugins_allow or ()), *allow) if allow or self.plugins_allow is not None else None,
-            plugins_deny=(*self.plugins_deny, *deny),
-        )
-
-
-def _names(value: str) -> tuple[str, ...]:
-    return tuple(name.strip() for name in value.split(",") if name.strip())
