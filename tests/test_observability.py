@@ -196,3 +196,28 @@ def test_readme_lists_every_metric(observed: BackgroundServer) -> None:
     for family in observed._server.metrics.registry.collect():
         name = family.name + ("_total" if family.type == "counter" else "")
         assert f"| `{name}` |" in readme, name
+
+
+def test_refused_calls_are_counted_and_logged(tiny_config: ServerConfig) -> None:
+    """Calls refused by authentication never reach a handler, yet get a log line and a metric."""
+    security = SecurityConfig(tokens=("observed-token-1",))
+    config = dataclasses.replace(tiny_config, metrics=MetricsConfig(port=0), security=security)
+    with BackgroundServer(config) as running, Captured() as captured:
+        with grpc.insecure_channel(running.address) as channel:
+            stub = st_grpc.SentimentServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as raised:
+                stub.ClassifySentiment(st.ClassifySentimentRequest(texts=["good"]), timeout=10)
+            assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            stub.ClassifySentiment(
+                st.ClassifySentimentRequest(texts=["good"]),
+                metadata=[("authorization", "Bearer observed-token-1")],
+                timeout=10,
+            )
+        captured.wait_for(2)
+        samples = scrape(running, {"Authorization": "Bearer observed-token-1"})
+    assert value(samples, "bertserve_requests_total", method=SENTIMENT, head="", code="UNAUTHENTICATED") == 1
+    assert value(samples, "bertserve_requests_total", method=SENTIMENT, head="sentiment", code="OK") == 1
+    refused, answered = captured.lines()
+    assert refused["code"] == "UNAUTHENTICATED" and refused["principal"] == ""
+    assert answered["code"] == "OK" and answered["principal"] == "env-1"
+    assert "observed-token-1" not in json.dumps(captured.lines())
