@@ -128,7 +128,6 @@ enabled = false
         ('[logging]\nformat = "xml"\n', {}, [], "logging.format must be one of plain, json"),
         ('[plugins]\nallow = "bertserve"\n', {}, [], "plugins.allow must be a list of non-empty strings"),
         ('[model]\nhead_files = ["a"]\n', {}, [], "model.head_files must be a table"),
-        ("", {"BERTSERVE_SERVER_PORTT": "1"}, [], "unknown environment variable BERTSERVE_SERVER_PORTT"),
         ("", {"BERTSERVE_BATCHING_MAX_BATCH_SIZE": "many"}, [], "environment BERTSERVE_BATCHING_MAX_BATCH_SIZE"),
         ("", {"BERTSERVE_SERVER_WARMUP": "maybe"}, [], "server.warmup must be true or false, got 'maybe'"),
         ("", {"BERTSERVE_MODEL_HEAD_FILES": "sentiment"}, [], "model.head_files expects HEAD=PATH"),
@@ -203,3 +202,14 @@ def test_readme_documents_every_setting() -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     for setting in SETTINGS:
         assert f"| `{setting.key}` | `{setting.env}` |" in readme, setting.key
+
+
+def test_unknown_environment_variables_are_warnings(caplog: pytest.LogCaptureFixture) -> None:
+    """Kubernetes service links inject BERTSERVE_SERVICE_HOST and such: start anyway, but say so."""
+    env = {"BERTSERVE_SERVER_PORTT": "1", "BERTSERVE_SERVICE_HOST": "10.0.0.1", "BERTSERVE_SERVER_PORT": "6001"}
+    with caplog.at_level("WARNING", logger="bertserve.settings"):
+        config = config_from_sources(flags(), env)
+    assert config.port == 6001
+    messages = [record.getMessage() for record in caplog.records]
+    assert any("BERTSERVE_SERVER_PORTT" in m and "did you mean 'BERTSERVE_SERVER_PORT'" in m for m in messages)
+    assert any("BERTSERVE_SERVICE_HOST: no such setting" in m for m in messages)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import logging
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
+
+log = logging.getLogger(__name__)
 
 CONFIG_FILE_VARIABLE = "BERTSERVE_CONFIG"
 ENV_PREFIX = "BERTSERVE_"
@@ -374,10 +377,15 @@ def _read_file(path: Path) -> dict[str, Any]:
 
 
 def _check_environment(environ: Mapping[str, str]) -> None:
+    """Warn about `BERTSERVE_*` variables that name no setting (a typo, most likely).
+
+    Only a warning: Kubernetes injects ``BERTSERVE_SERVICE_HOST`` and the like
+    into every pod of a namespace with a Service named ``bertserve``.
+    """
     known = {setting.env for setting in SETTINGS} | {CONFIG_FILE_VARIABLE}
-    for name in environ:
+    for name in sorted(environ):
         if name.startswith(ENV_PREFIX) and name not in known:
-            raise ConfigError(f"unknown environment variable {name}{_suggestion(name, known)}")
+            log.warning("ignoring environment variable %s: no such setting%s", name, _suggestion(name, known))
 
 
 def _suggestion(name: str, candidates: Any) -> str:
