@@ -305,7 +305,10 @@ def add_setting_flags(parser: argparse.ArgumentParser) -> None:
                 help=help_text,
             )
         else:
-            parser.add_argument(setting.option, dest=setting.dest, default=argparse.SUPPRESS, help=help_text)
+            metavar = "|".join(setting.choices) if setting.choices else setting.kind.upper()
+            parser.add_argument(
+                setting.option, dest=setting.dest, metavar=metavar, default=argparse.SUPPRESS, help=help_text
+            )
 
 
 def resolve_settings(
