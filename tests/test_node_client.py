@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any
 import grpc
 import pytest
 from bertserve.background import BackgroundServer
+from bertserve.config import SecurityConfig, ServerConfig
 from bertserve_client import BertServeClient, HeadInfo, InvalidArgumentError
 from bertserve_client.v1 import (
     fill_mask_pb2,
@@ -62,12 +64,13 @@ BERTSERVE_SERVICES = {
 }
 
 
-def run_node(address: str, mode: str) -> dict[str, Any]:
-    proto_root = str(PROTO_ROOT) if mode == "protos" else "-"
+def run_node(address: str, mode: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    proto_root = "-" if mode == "reflection" else str(PROTO_ROOT)
     assert NODE is not None
     done = subprocess.run(
         [NODE, str(SCRIPT), address, proto_root, mode],
         cwd=NODE_DIR,
+        env={**os.environ, **(env or {})},
         capture_output=True,
         text=True,
         timeout=60,
@@ -232,3 +235,14 @@ def test_node_calls_through_reflected_descriptors(
 ) -> None:
     assert_matches(node_reflection["list_heads"], python_results["list_heads"], "list_heads")
     assert_matches(node_reflection["predict"], python_results["predict"], "predict")
+
+
+def test_node_client_authenticates_with_a_bearer_token(tiny_config: ServerConfig) -> None:
+    """Another language's gRPC stack: refused without the token, answered with it, with the request id echoed."""
+    config = dataclasses.replace(tiny_config, security=SecurityConfig(tokens=("node-client-token-1",)))
+    with BackgroundServer(config) as running:
+        result = run_node(running.address, "token", {"NODE_CLIENT_TOKEN": "node-client-token-1"})
+    assert result["anonymous"]["code"] == "UNAUTHENTICATED"
+    assert "requires a bearer token" in result["anonymous"]["details"]
+    assert result["authorized"]["code"] == "OK" and result["authorized"]["label"]
+    assert result["authorized"]["request_id"] == "node-call-1"

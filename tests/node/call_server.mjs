@@ -13,6 +13,10 @@
 //   the file descriptors of each, list its methods, and call
 //   ModelService.ListHeads and InferenceService.Predict through the
 //   descriptors the server sent.
+// MODE "token": load the .proto files and call SentimentService twice: without
+//   metadata, and with "authorization: Bearer $NODE_CLIENT_TOKEN" and an
+//   x-request-id; keeps the status of the first and the answer and response
+//   headers of the second.
 //
 // google.protobuf.Struct values (head schemas, Predict/Analyze inputs and
 // outputs) are printed as the plain JSON they stand for, not as proto-loader's
@@ -395,14 +399,50 @@ async function modeReflection(address) {
   });
 }
 
+async function modeToken(address, protoRoot) {
+  const files = protoFiles(protoRoot);
+  const definition = protoLoader.loadSync(files, { ...LOADER_OPTIONS, includeDirs: [protoRoot] });
+  const v1 = grpc.loadPackageDefinition(definition).bertserve.v1;
+  const client = new v1.SentimentService(address, grpc.credentials.createInsecure());
+  const request = { texts: ["a great movie"] };
+  const call = (metadata) =>
+    new Promise((resolve) => {
+      let headers = {};
+      const deadline = new Date(Date.now() + DEADLINE_MS);
+      const rpc = client.ClassifySentiment(request, metadata, { deadline }, (err, response) =>
+        resolve({ code: err ? err.code : 0, details: err ? err.details : "", response, headers }),
+      );
+      rpc.on("metadata", (m) => { headers = m.getMap(); });
+    });
+  try {
+    const anonymous = await call(new grpc.Metadata());
+    const metadata = new grpc.Metadata();
+    metadata.set("authorization", `Bearer ${process.env.NODE_CLIENT_TOKEN}`);
+    metadata.set("x-request-id", "node-call-1");
+    const authorized = await call(metadata);
+    return {
+      anonymous: { code: grpc.status[anonymous.code], details: anonymous.details },
+      authorized: {
+        code: grpc.status[authorized.code],
+        label: authorized.response?.results?.[0]?.label ?? null,
+        request_id: authorized.headers["x-request-id"] ?? null,
+      },
+    };
+  } finally {
+    client.close();
+  }
+}
+
 async function main() {
   const [address, protoRoot, mode] = process.argv.slice(2);
-  if (!address || !protoRoot || !["protos", "reflection"].includes(mode)) {
-    throw new Error("usage: node call_server.mjs ADDRESS PROTO_ROOT protos|reflection");
+  if (!address || !protoRoot || !["protos", "reflection", "token"].includes(mode)) {
+    throw new Error("usage: node call_server.mjs ADDRESS PROTO_ROOT protos|reflection|token");
   }
   const result = mode === "protos"
     ? await modeProtos(address, path.resolve(protoRoot))
-    : await modeReflection(address);
+    : mode === "token"
+      ? await modeToken(address, path.resolve(protoRoot))
+      : await modeReflection(address);
   process.stdout.write(`${JSON.stringify(result)}\n`);
 }
 
