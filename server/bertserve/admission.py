@@ -13,15 +13,19 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-from .errors import NotServing, QueueFull
+from .errors import BertServeError, NotServing, QueueFull
+from .metrics import ServerMetrics
 
 
 class Admission:
     """Counts requests in progress on one event loop; refuses what must not start."""
 
-    def __init__(self, max_concurrent: int, retry_delay: Callable[[], float]) -> None:
+    def __init__(
+        self, max_concurrent: int, retry_delay: Callable[[], float], metrics: ServerMetrics | None = None
+    ) -> None:
         self.max_concurrent = max_concurrent
         self._retry_delay = retry_delay
+        self._metrics = metrics
         self.in_flight = 0
         self.state = "loading"  # loading, serving, draining
         self._idle = asyncio.Event()
@@ -30,17 +34,11 @@ class Admission:
     @asynccontextmanager
     async def admit(self) -> AsyncIterator[None]:
         """Hold a slot for the duration of the block, or raise the refusal."""
-        if self.state == "draining":
-            raise NotServing("the server is shutting down; retry on another replica", reason="DRAINING")
-        if self.state == "loading":
-            raise NotServing("the server is still loading the encoder and heads; retry shortly", reason="LOADING")
-        if self.in_flight >= self.max_concurrent:
-            raise QueueFull(
-                f"{self.in_flight} requests are in progress, the limit is {self.max_concurrent}; retry after the delay",
-                reason="TOO_MANY_REQUESTS",
-                metadata={"max_concurrent_requests": str(self.max_concurrent)},
-                retry_delay=self._retry_delay(),
-            )
+        refusal = self._refusal()
+        if refusal is not None:
+            if self._metrics is not None:
+                self._metrics.rejected.labels(refusal.reason.lower()).inc()
+            raise refusal
         self.in_flight += 1
         self._idle.clear()
         try:
@@ -49,6 +47,20 @@ class Admission:
             self.in_flight -= 1
             if self.in_flight == 0:
                 self._idle.set()
+
+    def _refusal(self) -> BertServeError | None:
+        if self.state == "draining":
+            return NotServing("the server is shutting down; retry on another replica", reason="DRAINING")
+        if self.state == "loading":
+            return NotServing("the server is still loading the encoder and heads; retry shortly", reason="LOADING")
+        if self.in_flight >= self.max_concurrent:
+            return QueueFull(
+                f"{self.in_flight} requests are in progress, the limit is {self.max_concurrent}; retry after the delay",
+                reason="TOO_MANY_REQUESTS",
+                metadata={"max_concurrent_requests": str(self.max_concurrent)},
+                retry_delay=self._retry_delay(),
+            )
+        return None
 
     async def drain(self, grace: float) -> bool:
         """Refuse new requests and wait up to `grace` seconds for the admitted ones; True if all finished."""

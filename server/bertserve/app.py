@@ -26,7 +26,7 @@ from .config import ServerConfig
 from .default_model import default_model_path
 from .encoder import SharedEncoder
 from .errors import NotServing
-from .interceptor import ErrorMappingInterceptor, RequestInterceptor
+from .interceptor import RequestInterceptor
 from .metrics import MetricsEndpoint, ServerMetrics
 from .plugin_manager import HeadRegistry, HeadState, Plugin, discover_plugins, load_heads, register_plugins
 from .runtime import Runtime
@@ -109,11 +109,12 @@ class BertServeServer:
         self._credentials = server_credentials(config.security)
         self.tokens = TokenStore.from_config(config.security)
         self.metrics = ServerMetrics()
-        self.admission = Admission(config.max_concurrent_requests, retry_delay=self._retry_delay)
-        interceptors: list[grpc.aio.ServerInterceptor] = [ErrorMappingInterceptor()]
+        self.admission = Admission(config.max_concurrent_requests, self._retry_delay, self.metrics)
+        interceptors: list[grpc.aio.ServerInterceptor] = [
+            RequestInterceptor(self.admission, self.metrics, principal=current_principal.get)
+        ]
         if self.tokens is not None:
-            interceptors.insert(0, AuthInterceptor(self.tokens, public_reflection=config.security.public_reflection))
-        interceptors.insert(0, RequestInterceptor(self.admission, self.metrics, principal=current_principal.get))
+            interceptors.append(AuthInterceptor(self.tokens, public_reflection=config.security.public_reflection))
         self._server = grpc.aio.server(interceptors=interceptors, options=server_options(config))
         self._metrics_endpoint: MetricsEndpoint | None = None
         self._health_server: grpc.aio.Server | None = None
@@ -169,7 +170,7 @@ class BertServeServer:
             warmed = await runtime.warm_up()
             log.info("warmed up %s in %.0f ms", ", ".join(warmed) or "no head", 1000 * (time.perf_counter() - started))
         self._runtime.value = runtime
-        self._describe_encoder(encoder, registry)
+        self._register_gauges(encoder, registry)
         self.admission.state = "serving"
         self.metrics.ready.set(1)
         await self._report_health(registry)
@@ -203,7 +204,7 @@ class BertServeServer:
         """The bound port of the metrics endpoint, or None when it is off."""
         return self._metrics_endpoint.port if self._metrics_endpoint is not None else None
 
-    def _describe_encoder(self, encoder: SharedEncoder, registry: HeadRegistry) -> None:
+    def _register_gauges(self, encoder: SharedEncoder, registry: HeadRegistry) -> None:
         metrics = self.metrics
         metrics.info.labels(__version__, encoder.model_name).set(1)
         runtime = self._runtime.value

@@ -1,4 +1,4 @@
-"""The server's interceptors: request bookkeeping (ids, admission, logs, metrics) and error mapping."""
+"""The one place every RPC passes: request id, admission, error mapping, log line and metrics."""
 
 from __future__ import annotations
 
@@ -21,45 +21,11 @@ from .request_context import RequestContext, current_request, reset_current_requ
 log = logging.getLogger(__name__)
 
 
-class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
-    """Turns `BertServeError` into its rich status and any other exception into INTERNAL.
-
-    Streaming handlers (health Watch, reflection) pass through untouched.
-    """
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
-            return handler
-        method = handler_call_details.method
-        inner = handler.unary_unary
-
-        async def mapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            try:
-                return await inner(request, context)
-            except BertServeError as error:
-                if error.code is grpc.StatusCode.INTERNAL:
-                    log.error("%s failed: %s", method, error.message)
-                await context.abort_with_status(error.to_status(_request_id_trailer()))
-            except grpc.aio.AbortError:
-                raise
-            except Exception:
-                log.exception("unexpected error in %s", method)
-                await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}; see the server log")
-
-        return grpc.unary_unary_rpc_method_handler(
-            mapped,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-
-
 class RequestInterceptor(grpc.aio.ServerInterceptor):
-    """For every bertserve unary RPC: a request id, admission, one log line and the request metrics.
+    """For every bertserve unary RPC: a request id, admission, error mapping, one log line and the metrics.
+
+    A `BertServeError` becomes its rich status; any other exception becomes
+    INTERNAL (logged with its traceback, never sent to the caller).
 
     The request id comes from ``x-request-id`` metadata, or is made, and is
     returned to the caller as ``x-request-id``: initial metadata with an
@@ -101,14 +67,19 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
                 try:
                     async with self._admission.admit():
                         response = await inner(request, context)
-                    # Headers go out with the answer only: gRPC retries a call (UNAVAILABLE while
-                    # draining, RESOURCE_EXHAUSTED) only if no headers were sent before the error.
-                    await context.send_initial_metadata(((REQUEST_ID_KEY, current_request_id()),))
-                    return response
-                except BertServeError as refusal:  # from admission itself
-                    if self._metrics is not None:
-                        self._metrics.rejected.labels(refusal.reason.lower()).inc()
-                    await context.abort_with_status(refusal.to_status(_request_id_trailer()))
+                except BertServeError as error:
+                    if error.code is grpc.StatusCode.INTERNAL:
+                        log.error("%s failed: %s", method, error.message)
+                    await context.abort_with_status(error.to_status(_request_id_trailer()))
+                except grpc.aio.AbortError:
+                    raise
+                except Exception:
+                    log.exception("unexpected error in %s", method)
+                    await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}; see the server log")
+                # Headers go out with the answer only: gRPC retries a call (UNAVAILABLE while
+                # draining, RESOURCE_EXHAUSTED) only if no headers were sent before the error.
+                await context.send_initial_metadata(((REQUEST_ID_KEY, current_request_id()),))
+                return response
 
         return grpc.unary_unary_rpc_method_handler(
             observed,
