@@ -18,6 +18,7 @@ import asyncio
 import itertools
 import logging
 import math
+import random
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -141,12 +142,12 @@ class Batcher:
     def retry_delay(self) -> float:
         """Seconds until the rows now pending are likely done: the delay a refused client should wait.
 
-        From the recent encoder throughput (rows per second, smoothed);
-        between 50 ms and 10 s.
+        From the recent encoder throughput (rows per second, smoothed), with
+        ±25% jitter so that clients refused together do not all come back
+        together; between 50 ms and 10 s.
         """
-        if not self._rows_per_second:
-            return 0.1
-        return min(10.0, max(0.05, self.pending_rows / self._rows_per_second))
+        estimate = self.pending_rows / self._rows_per_second if self._rows_per_second else 0.1
+        return min(10.0, max(0.05, estimate * random.uniform(0.75, 1.25)))
 
     async def submit(
         self, head: Head[Any, Any], rows: Sequence[EncodedRow], *, timeout: float | None = None
