@@ -87,23 +87,21 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _resolve(args: argparse.Namespace) -> ResolvedSettings:
+def _resolve(args: argparse.Namespace) -> tuple[ResolvedSettings, ServerConfig]:
+    """The settings from every source and the config they make; a bad value exits naming it."""
     try:
-        return resolve_settings(args, os.environ)
+        resolved = resolve_settings(args, os.environ)
+        return resolved, resolved.to_config()
     except ConfigError as error:
         raise SystemExit(f"configuration error: {error}") from None
 
 
 def _config(args: argparse.Namespace) -> ServerConfig:
-    try:
-        return _resolve(args).to_config()
-    except ConfigError as error:
-        raise SystemExit(f"configuration error: {error}") from None
+    return _resolve(args)[1]
 
 
 def _config_show(args: argparse.Namespace) -> int:
-    resolved = _resolve(args)
-    _config(args)  # cross-field checks
+    resolved, _ = _resolve(args)  # the config too: its cross-field checks must pass
     print(resolved.show(), end="")
     return 0
 
