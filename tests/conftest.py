@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from bertserve.background import BackgroundServer
-from bertserve.config import BatchingConfig, ServerConfig
+from bertserve.config import ServerConfig
 from tiny_models import make_checkpoint, make_qa_head, make_sentiment_head
 
 
@@ -34,11 +34,7 @@ def head_files(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) 
 
 @pytest.fixture(scope="session")
 def tiny_config(tiny_checkpoint: Path, head_files: dict[str, Path]) -> ServerConfig:
-    # A fixed forward cost keeps batch composition independent of timing noise.
-    batching = BatchingConfig(forward_cost_tokens=4096)
-    return ServerConfig(
-        model=str(tiny_checkpoint), head_files=dict(head_files), device="cpu", port=0, batching=batching
-    )
+    return ServerConfig(model=str(tiny_checkpoint), head_files=dict(head_files), device="cpu", port=0)
 
 
 @pytest.fixture(scope="session")

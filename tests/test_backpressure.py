@@ -26,7 +26,7 @@ class EncoderGate:
     def __init__(self, server: BackgroundServer) -> None:
         self.encoder = server.runtime.encoder
         self.batcher = server.runtime.batcher
-        self._original = self.encoder.forward_rows
+        self._original = self.encoder.forward_packed
         self._open = threading.Event()
         self.entered = threading.Event()
         self.rows_run = 0
@@ -37,14 +37,14 @@ class EncoderGate:
             self.rows_run += len(rows)
             return self._original(rows)
 
-        self.encoder.forward_rows = gated  # type: ignore[method-assign]
+        self.encoder.forward_packed = gated  # type: ignore[method-assign]
 
     def open(self) -> None:
         self._open.set()
 
     def restore(self) -> None:
         self._open.set()
-        self.encoder.forward_rows = self._original  # type: ignore[method-assign]
+        self.encoder.forward_packed = self._original  # type: ignore[method-assign]
 
 
 def wait_until(condition: Any, timeout: float = 10.0) -> None:
@@ -61,7 +61,7 @@ def limited(tiny_config: ServerConfig) -> Iterator[BackgroundServer]:
         tiny_config,
         max_concurrent_requests=64,
         max_tokens_per_request=64,
-        batching=BatchingConfig(max_batch_size=32, max_queue_rows=4, forward_cost_tokens=4096),
+        batching=BatchingConfig(max_batch_size=32, max_queue_rows=4),
     )
     with BackgroundServer(config) as running:
         yield running

@@ -24,7 +24,7 @@ import torch
 import transformers
 from bertserve import EncoderOutputs, HeadLoadContext, HeadUnavailable, InputError
 from bertserve.background import BackgroundServer
-from bertserve.config import BatchingConfig, ServerConfig
+from bertserve.config import ServerConfig
 from bertserve.encoder import SharedEncoder
 from bertserve.errors import InvalidArgument
 from bertserve.schema import schema_violations
@@ -79,7 +79,6 @@ def running(tiny_checkpoint: Path, token_head_file: Path) -> Iterator[Background
         head_files={"token-classification": token_head_file},
         device="cpu",
         port=0,
-        batching=BatchingConfig(forward_cost_tokens=4096),  # mixed lengths share one batch
     )
     plugins = [("sentence-embedding", embedding_module), ("token-classification", token_module)]
     with BackgroundServer(config, plugins=plugins) as server:

@@ -96,13 +96,13 @@ enabled = false
         "BERTSERVE_PLUGINS_DENY": "acme, other",
         "BERTSERVE_SERVER_WARMUP": "yes",
         "BERTSERVE_MODEL_MAX_SEQUENCE_LENGTH": "none",
-        "BERTSERVE_BATCHING_FORWARD_COST_TOKENS": "20.5",
+        "BERTSERVE_SERVER_MAX_CONNECTION_AGE_SECONDS": "20.5",
         "BERTSERVE_LOGGING_LEVEL": "debug",
     }
     config = config_from_sources(flags(), env)
     assert config.head_files == {"sentiment": heads, "question-answering": qa}
     assert config.plugins_deny == ("acme", "other") and config.warmup is True
-    assert config.max_sequence_length is None and config.batching.forward_cost_tokens == 20.5
+    assert config.max_sequence_length is None and config.max_connection_age_seconds == 20.5
     assert config.logging.level == "DEBUG"
 
     config = config_from_sources(

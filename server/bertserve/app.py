@@ -162,7 +162,6 @@ class BertServeServer:
         encoder = await asyncio.to_thread(load_encoder, config)
         await asyncio.to_thread(load_heads, registry, encoder, config)
         batcher = Batcher(encoder, config.batching, self.metrics)
-        await asyncio.to_thread(batcher.calibrate)
         batcher.start()
         runtime = Runtime(config=config, encoder=encoder, registry=registry, batcher=batcher)
         if config.warmup:

@@ -2,13 +2,12 @@
 
 One owner task takes rows from the shared queue whenever the encoder is idle,
 so a row that finds the encoder free starts at once and rows that arrive
-during a forward form the next batch. A batch is built around the oldest
-waiting row (no starvation) from the rows closest to it in length, and a row
-joins only while the padding it adds costs less than a forward of its own
-(`forward_cost_tokens`, measured on the encoder at start-up); a batch closes
-at `max_batch_size` rows or `max_batch_tokens` padded tokens. The forward
-and the heads run on one inference thread, off the event loop. Rows whose
-request was cancelled or whose deadline passed are dropped before the
+during a forward form the next batch. A batch takes the waiting rows in
+arrival order (no starvation) until it holds `max_batch_size` rows or
+`max_batch_tokens` tokens; the encoder runs on the batch's real tokens only
+(`packed`), so rows of any lengths share a forward at no padding cost. The
+forward and the heads run on one inference thread, off the event loop. Rows
+whose request was cancelled or whose deadline passed are dropped before the
 forward.
 """
 
@@ -17,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import math
 import random
 import time
 from collections import defaultdict
@@ -29,9 +27,9 @@ from typing import Any
 import torch
 
 from .config import BatchingConfig
-from .encoder import SharedEncoder
+from .encoder import PackedBatch, SharedEncoder
 from .errors import DeadlineExceeded, HeadFailed, NotServing, QueueFull
-from .heads import EncodedRow, EncoderOutputs, Head
+from .heads import EncodedRow, Head
 from .metrics import ServerMetrics
 
 log = logging.getLogger(__name__)
@@ -101,18 +99,10 @@ class Batcher:
         self._owner: asyncio.Task[None] | None = None
         self._closing = False
         self._rows_in_forward = 0
-        self.forward_cost_tokens = config.forward_cost_tokens
         self.stats = BatcherStats()
-
-    def calibrate(self) -> None:
-        """Measure the forward cost unless configured; blocking, call it off the event loop."""
-        if self.forward_cost_tokens is None:
-            self.forward_cost_tokens = measure_forward_cost_tokens(self._encoder)
-            log.info("one encoder forward costs as much as %.0f tokens of padding", self.forward_cost_tokens)
 
     def start(self) -> None:
         """Start the owner task on the running event loop."""
-        self.calibrate()
         self._owner = asyncio.get_running_loop().create_task(self._run(), name="bertserve-batcher")
 
     async def stop(self) -> None:
@@ -253,8 +243,7 @@ class Batcher:
         if not live:
             self._queue = []
             return []
-        assert self.forward_cost_tokens is not None
-        batch = select_batch(live, self._config.max_batch_size, self._config.max_batch_tokens, self.forward_cost_tokens)
+        batch = select_batch(live, self._config.max_batch_size, self._config.max_batch_tokens)
         chosen = set(map(id, batch))
         self._queue = [queued for queued in live if id(queued) not in chosen]
         if self._metrics is not None:
@@ -285,19 +274,17 @@ class Batcher:
                     consumer.future.set_result(result)
 
     def _forward(self, batch: list[_QueuedRow]) -> list[list[Any]]:
-        """Pad, run the encoder once, then each head on the rows it reads.
+        """Run the encoder once on the batch's real tokens, then each head on the rows it reads.
 
         Runs on the inference thread; returns, per row, each consumer's result.
         """
         started = time.perf_counter()
-        encoder = self._encoder
-        out = encoder.forward_rows([queued.tokens for queued in batch])
-        width = out.attention_mask.shape[1]
+        out = self._encoder.forward_packed([queued.tokens for queued in batch])
+        tokens = out.layout.tokens
         self.stats.forwards += 1
         self.stats.rows += len(batch)
-        self.stats.padded_tokens += len(batch) * width
-        real_tokens = int(out.attention_mask.sum())
-        self.stats.real_tokens += real_tokens
+        self.stats.padded_tokens += tokens
+        self.stats.real_tokens += tokens
 
         # Each head reads its rows of the batch: (batch index, consumer index) pairs.
         by_head: dict[int, list[tuple[int, int]]] = defaultdict(list)
@@ -307,108 +294,46 @@ class Batcher:
         results: list[list[Any]] = [[None] * len(queued.consumers) for queued in batch]
         for places in by_head.values():
             consumers = [batch[i].consumers[j] for i, j in places]
-            head = consumers[0].head
-            index = torch.tensor([i for i, _ in places], device=encoder.device)
-            view = EncoderOutputs(
-                sequence_output=out.sequence_output.index_select(0, index),
-                pooled_output=out.pooled_output.index_select(0, index) if out.pooled_output is not None else None,
-                attention_mask=out.attention_mask.index_select(0, index),
-                hidden_states=(
-                    tuple(layer.index_select(0, index) for layer in out.hidden_states)
-                    if head.needs_hidden_states
-                    else None
-                ),
-            )
-            try:
-                with torch.inference_mode():
-                    head_results = head.forward(view, [consumer.row for consumer in consumers])
-                if len(head_results) != len(places):
-                    raise RuntimeError(f"forward returned {len(head_results)} results for {len(places)} rows")
-            except Exception as error:
-                log.exception(
-                    "head %r (plugin module %s) failed on %d rows", head.name, type(head).__module__, len(places)
-                )
-                failure = HeadFailed(f"head {head.name!r} failed: {error}", metadata={"head": head.name})
-                head_results = [failure] * len(places)
+            head_results = self._run_head(consumers[0].head, out, [i for i, _ in places], consumers)
             for (i, j), result in zip(places, head_results):
                 results[i][j] = result
         seconds = time.perf_counter() - started
         if self._metrics is not None:
-            self._metrics.record_batch(
-                rows=len(batch), padded_tokens=len(batch) * width, real_tokens=real_tokens, seconds=seconds
-            )
-        log.debug("forward of %d rows x %d tokens in %.1f ms", len(batch), width, 1000 * seconds)
+            self._metrics.record_batch(rows=len(batch), padded_tokens=tokens, real_tokens=tokens, seconds=seconds)
+        log.debug("forward of %d rows, %d tokens in %.1f ms", len(batch), tokens, 1000 * seconds)
         return results
 
+    @staticmethod
+    def _run_head(head: Head[Any, Any], out: PackedBatch, rows: list[int], consumers: list[_Consumer]) -> list[Any]:
+        """`head.forward` on its rows of the batch, right-padded; a failure fails just these rows."""
+        try:
+            view = out.view(rows, hidden_states=head.needs_hidden_states)
+            with torch.inference_mode():
+                head_results = head.forward(view, [consumer.row for consumer in consumers])
+            if len(head_results) != len(rows):
+                raise RuntimeError(f"forward returned {len(head_results)} results for {len(rows)} rows")
+            return head_results
+        except Exception as error:
+            log.exception("head %r (plugin module %s) failed on %d rows", head.name, type(head).__module__, len(rows))
+            return [HeadFailed(f"head {head.name!r} failed: {error}", metadata={"head": head.name})] * len(rows)
 
-def select_batch(
-    rows: Sequence[_QueuedRow], max_batch_size: int, max_batch_tokens: int, max_added_padding: float = math.inf
-) -> list[_QueuedRow]:
-    """Pick the oldest row plus its nearest neighbours in length.
 
-    Grows the batch one row at a time from the oldest row, each time taking
-    the shorter or longer neighbour that adds less padding, while the row
-    count and padded tokens (rows x longest) stay within the limits and the
-    padding a row adds stays within `max_added_padding` tokens. The oldest
-    row is always taken, so every row is eventually served.
+def select_batch(rows: Sequence[_QueuedRow], max_batch_size: int, max_batch_tokens: int) -> list[_QueuedRow]:
+    """The oldest rows, in arrival order, within `max_batch_size` rows and `max_batch_tokens` tokens.
+
+    The oldest row is always taken, so every row is eventually served, and a
+    later row joins only if it fits: rows are never reordered past one
+    another, so no row waits behind ones that came after it. Tokens are real
+    tokens: the packed forward computes no padding.
     """
-    by_length = sorted(rows, key=lambda queued: (queued.length, queued.order))
-    anchor = min(range(len(by_length)), key=lambda i: by_length[i].order)
-    low = high = anchor
-    width = by_length[anchor].length
-    while high - low + 1 < max_batch_size:
-        count = high - low + 1
-        shorter = by_length[low - 1] if low > 0 else None
-        longer = by_length[high + 1] if high + 1 < len(by_length) else None
-        # Padding added: the shorter row's own gap, or the widening of every row so far.
-        shorter_padding = width - shorter.length if shorter is not None else math.inf
-        longer_padding = (longer.length - width) * count if longer is not None else math.inf
-        take_shorter = shorter_padding <= max_added_padding and (count + 1) * width <= max_batch_tokens
-        take_longer = (
-            longer is not None
-            and longer_padding <= max_added_padding
-            and (count + 1) * longer.length <= max_batch_tokens
-        )
-        if take_shorter and take_longer:
-            take_shorter = shorter_padding <= longer_padding
-        if take_shorter:
-            low -= 1
-        elif take_longer:
-            high += 1
-            width = longer.length  # type: ignore[union-attr]
-        else:
+    by_age = sorted(rows, key=lambda queued: queued.order)
+    batch = [by_age[0]]
+    tokens = by_age[0].length
+    for queued in by_age[1:]:
+        if len(batch) == max_batch_size:
             break
-    return list(by_length[low : high + 1])
-
-
-def measure_forward_cost_tokens(encoder: SharedEncoder, repeats: int = 3) -> float:
-    """The fixed cost of one encoder forward, in tokens of per-token work.
-
-    Times forwards of a few shapes and fits time = fixed + per_token x tokens;
-    returns fixed / per_token, clamped to [4, 65536] against timing noise.
-    """
-    shapes = [(1, 16), (1, 64), (4, 64), (8, 64)]
-    tokens, seconds = [], []
-    for rows, width in shapes:
-        ids = torch.full((rows, width), encoder.tokenizer.cls_token_id or 0, dtype=torch.long, device=encoder.device)
-        zeros, ones = torch.zeros_like(ids), torch.ones_like(ids)
-        encoder.forward(ids, zeros, ones)  # warm-up
-        timings = []
-        for _ in range(repeats):
-            if encoder.device.type == "cuda":
-                torch.cuda.synchronize(encoder.device)
-            started = time.perf_counter()
-            encoder.forward(ids, zeros, ones)
-            if encoder.device.type == "cuda":
-                torch.cuda.synchronize(encoder.device)
-            timings.append(time.perf_counter() - started)
-        tokens.append(rows * width)
-        seconds.append(sorted(timings)[len(timings) // 2])
-    mean_tokens, mean_seconds = sum(tokens) / len(tokens), sum(seconds) / len(seconds)
-    covariance = sum((t - mean_tokens) * (s - mean_seconds) for t, s in zip(tokens, seconds))
-    variance = sum((t - mean_tokens) ** 2 for t in tokens)
-    per_token = covariance / variance
-    fixed = mean_seconds - per_token * mean_tokens
-    if per_token <= 0:
-        return 65536.0
-    return float(min(65536.0, max(4.0, fixed / per_token)))
+        if tokens + queued.length > max_batch_tokens:
+            break
+        batch.append(queued)
+        tokens += queued.length
+    return batch

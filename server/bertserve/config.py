@@ -12,22 +12,18 @@ DEFAULT_PORT = 50051
 class BatchingConfig:
     """How the shared queue forms encoder batches.
 
-    A batch closes when it holds `max_batch_size` rows, when its padded size
-    would pass `max_batch_tokens`, or when the oldest row has waited
-    `max_delay_ms`. With the default delay of 0 a row that finds the encoder
-    idle starts at once; rows arriving during a forward form the next batch.
-
-    A row joins a batch only if the padding it adds costs less than the fixed
-    cost of a separate forward, `forward_cost_tokens` (that cost expressed in
-    tokens). None measures it on the encoder at start-up: about 20 tokens on
-    a 2-core CPU, where padding is as dear as real work; thousands on a GPU.
+    A batch takes waiting rows in arrival order and closes when it holds
+    `max_batch_size` rows, when the next row would take it past
+    `max_batch_tokens` tokens (real tokens: the encoder computes no padding),
+    or when the oldest row has waited `max_delay_ms`. With the default delay
+    of 0 a row that finds the encoder idle starts at once; rows arriving
+    during a forward form the next batch.
     """
 
     max_batch_size: int = 32
     max_batch_tokens: int = 16384
     max_delay_ms: float = 0.0
     max_queue_rows: int = 4096
-    forward_cost_tokens: float | None = None
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1:
@@ -38,8 +34,6 @@ class BatchingConfig:
             raise ValueError("max_delay_ms must not be negative")
         if self.max_queue_rows < 1:
             raise ValueError("max_queue_rows must be at least 1")
-        if self.forward_cost_tokens is not None and self.forward_cost_tokens < 0:
-            raise ValueError("forward_cost_tokens must not be negative")
 
 
 @dataclass(frozen=True)

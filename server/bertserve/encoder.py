@@ -14,7 +14,8 @@ import torch
 import transformers
 from transformers import AutoTokenizer, BertForPreTraining, PreTrainedTokenizerBase
 
-from .heads import EncodedRow
+from . import packed
+from .heads import EncodedRow, EncoderOutputs
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,31 @@ class EncoderBatch:
     pooled_output: torch.Tensor | None
     attention_mask: torch.Tensor
     hidden_states: tuple[torch.Tensor, ...]
+
+
+@dataclass(frozen=True)
+class PackedBatch:
+    """Encoder outputs for a packed batch: row i's tokens are `layout.offsets[i]:offsets[i+1]`.
+
+    `hidden_states` holds the embedding output, then every layer's output,
+    each (tokens, hidden); the last is `sequence_output`.
+    """
+
+    layout: packed.PackedRows
+    sequence_output: torch.Tensor
+    pooled_output: torch.Tensor | None
+    hidden_states: tuple[torch.Tensor, ...]
+
+    def view(self, rows: Sequence[int], *, hidden_states: bool = False) -> EncoderOutputs:
+        """Rows `rows` (indices into the batch), right-padded the way heads read them."""
+        offsets = self.layout.offsets
+        index = torch.tensor(rows, device=self.sequence_output.device)
+        return EncoderOutputs(
+            sequence_output=packed.repad(self.sequence_output, offsets, rows),
+            pooled_output=self.pooled_output.index_select(0, index) if self.pooled_output is not None else None,
+            attention_mask=packed.attention_mask_for(offsets, rows, self.sequence_output.device),
+            hidden_states=tuple(packed.repad(h, offsets, rows) for h in self.hidden_states) if hidden_states else None,
+        )
 
 
 class SharedEncoder:
@@ -159,6 +185,7 @@ class SharedEncoder:
             if not 8 <= max_sequence_length <= limit:
                 raise ValueError(f"max_sequence_length must be between 8 and {limit}; got {max_sequence_length}")
             limit = max_sequence_length
+        packed.check_supported(model.bert)
         model.eval().requires_grad_(False)
         model.bert.to(device=torch_device, dtype=torch_dtype)  # type: ignore[call-arg]  # transformers stub
         encoder = cls(
@@ -217,23 +244,29 @@ class SharedEncoder:
         state = self._pretraining_heads.get(prefix)
         return dict(state) if state is not None else None
 
-    def forward_rows(self, rows: Sequence[EncodedRow]) -> EncoderBatch:
-        """Right-pad `rows` into one batch on `device` and run the encoder once."""
-        width = max(len(row) for row in rows)
-        input_ids = torch.full((len(rows), width), self.tokenizer.pad_token_id or 0, dtype=torch.long)
-        token_type_ids = torch.zeros((len(rows), width), dtype=torch.long)
-        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            input_ids[i, : len(row)] = torch.tensor(row.input_ids)
-            token_type_ids[i, : len(row)] = torch.tensor(row.token_type_ids)
-            attention_mask[i, : len(row)] = 1
-        device = self.device
-        return self.forward(input_ids.to(device), token_type_ids.to(device), attention_mask.to(device))
+    def forward_packed(self, rows: Sequence[EncodedRow]) -> PackedBatch:
+        """Run the encoder once on the real tokens of `rows`, none padded (see `packed`)."""
+        layout = packed.pack([(row.input_ids, row.token_type_ids) for row in rows], self.device)
+        with torch.inference_mode():
+            hidden = packed.embed(self.bert, layout)
+            states = [hidden, *packed.run_layers(self.bert.encoder.layer, hidden, layout)]
+            pooled = None
+            if self.has_pooler:
+                pooler: Any = self.bert.pooler
+                pooled = pooler(states[-1].index_select(0, layout.first_tokens).unsqueeze(1))
+        return PackedBatch(layout, states[-1], pooled, tuple(states))
+
+    def forward_rows(self, rows: Sequence[EncodedRow]) -> EncoderOutputs:
+        """Run the encoder once on `rows` (packed) and return every row right-padded, with all layers."""
+        return self.forward_packed(rows).view(range(len(rows)), hidden_states=True)
 
     def forward(
         self, input_ids: torch.Tensor, token_type_ids: torch.Tensor, attention_mask: torch.Tensor
     ) -> EncoderBatch:
-        """Run the encoder on a padded batch already on `device`."""
+        """Run the `transformers` encoder itself on a padded batch already on `device`.
+
+        The reference the packed forward is checked against; serving uses `forward_packed`.
+        """
         with torch.inference_mode():
             out = self.bert(
                 input_ids=input_ids,

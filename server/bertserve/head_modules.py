@@ -30,6 +30,7 @@ import torch
 from transformers import BertConfig
 from transformers.models.bert.modeling_bert import BertLayer, BertPredictionHeadTransform
 
+from . import packed
 from .heads import EncoderOutputs
 
 POOLINGS = ("first", "mean", "pooled", "tokens")
@@ -103,7 +104,19 @@ def copy_top_layers(config: BertConfig, count: int, init: list[torch.nn.Module] 
 
 
 def run_layers(layers: torch.nn.ModuleList, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """`hidden` through `layers`, padding masked out."""
+    """`hidden` through `layers`, padding masked out.
+
+    When serving (eval mode) the layers run on the real tokens only, packed
+    like the shared encoder's forward, and padding positions come back zero;
+    in training they run padded, with their dropout.
+    """
+    if not layers.training:
+        flat, layout = packed.pack_padded(hidden, attention_mask)
+        for layer in layers:
+            flat = packed.run_layer(layer, flat, layout)
+        out = hidden.new_zeros(hidden.shape)
+        out[attention_mask.bool()] = flat
+        return out
     mask = additive_attention_mask(attention_mask, hidden.dtype)
     for layer in layers:
         hidden = layer(hidden, attention_mask=mask)

@@ -127,7 +127,7 @@ SETTINGS: tuple[Setting, ...] = (
         flag="--head-file",
     ),
     Setting("batching.max_batch_size", "int", _B.max_batch_size, "rows per encoder forward", minimum=1),
-    Setting("batching.max_batch_tokens", "int", _B.max_batch_tokens, "padded tokens per forward", minimum=1),
+    Setting("batching.max_batch_tokens", "int", _B.max_batch_tokens, "real tokens per encoder forward", minimum=1),
     Setting(
         "batching.max_delay_ms",
         "float",
@@ -136,14 +136,6 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=0,
     ),
     Setting("batching.max_queue_rows", "int", _B.max_queue_rows, "queued rows before RESOURCE_EXHAUSTED", minimum=1),
-    Setting(
-        "batching.forward_cost_tokens",
-        "float",
-        None,
-        "padding a row may add to join a batch (default: measured)",
-        minimum=0,
-        nullable=True,
-    ),
     Setting("limits.max_inputs_per_request", "int", _S.max_inputs_per_request, "inputs in one request", minimum=1),
     Setting(
         "limits.max_tokens_per_request",
@@ -242,7 +234,6 @@ class ResolvedSettings:
                     max_batch_tokens=v["batching.max_batch_tokens"],
                     max_delay_ms=v["batching.max_delay_ms"],
                     max_queue_rows=v["batching.max_queue_rows"],
-                    forward_cost_tokens=v["batching.forward_cost_tokens"],
                 ),
                 plugins_allow=tuple(v["plugins.allow"]) if v["plugins.allow"] is not None else None,
                 plugins_deny=tuple(v["plugins.deny"]),

@@ -90,9 +90,8 @@ def encode_in_batches(
 
 
 def run_encoder(encoder: SharedEncoder, rows: Sequence[EncodedRow]) -> EncoderOutputs:
-    """Pad `rows` and run the shared encoder once, with every layer's output."""
-    out = encoder.forward_rows(rows)
-    return EncoderOutputs(out.sequence_output, out.pooled_output, out.attention_mask, out.hidden_states)
+    """Run the shared encoder once on `rows`; every row right-padded, with every layer's output."""
+    return encoder.forward_rows(rows)
 
 
 def _cache_key(encoder: SharedEncoder, rows: Sequence[EncodedRow], selector_name: str, dtype: torch.dtype) -> str:
