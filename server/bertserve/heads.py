@@ -88,8 +88,9 @@ class Head(ABC, Generic[InputT, OutputT]):
     latest in `load`) to get every layer's output in `EncoderOutputs`.
 
     `load` runs once at start-up; `preprocess` and `postprocess` run for each
-    request on a worker thread; `forward` runs on the inference thread for the
-    head's rows of every batch.
+    request on a worker thread, or on the event loop when they measured
+    cheaper than a thread hop (so they must not block on I/O); `forward`
+    runs on the inference thread for the head's rows of every batch.
     """
 
     name: str = ""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -16,9 +16,10 @@ from .config import ServerConfig
 from .encoder import SharedEncoder
 from .errors import DeadlineExceeded, FieldViolation, InputError, InvalidArgument
 from .heads import EncodedRow, Head
+from .offload import Offloader
 from .plugin_manager import HeadRegistry, HeadState
 from .request_context import current_request
-from .schema import schema_violations
+from .schema import SchemaValidator
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,9 @@ class Runtime:
 
     Pre- and postprocessing run on a pool of worker threads, off the event
     loop, so one slow head does not hold up the others (each thread has its
-    own tokenizer copy: `SharedEncoder.tokenizer`).
+    own tokenizer copy: `SharedEncoder.tokenizer`); work measured to cost
+    less than the hop to a thread and back (one sentence) runs inline on the
+    event loop instead (`offload.Offloader`).
     """
 
     config: ServerConfig
@@ -60,12 +63,19 @@ class Runtime:
     registry: HeadRegistry
     batcher: Batcher
     worker: ThreadPoolExecutor = field(init=False)
+    offloader: Offloader = field(init=False)
+    _validators: dict[str, SchemaValidator] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.worker = ThreadPoolExecutor(max_workers=self.config.worker_threads, thread_name_prefix="bertserve-prepost")
+        self.offloader = Offloader(self.worker)
 
-    async def _offload(self, function: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self.worker, function, *args)
+    def _parse_input(self, head: Head[Any, Any], data: Mapping[str, Any], *, prefix: str) -> Any:
+        """`parse_head_input` with the head's input schema compiled once per server, not per call."""
+        validator = self._validators.get(head.name)
+        if validator is None:
+            validator = self._validators[head.name] = SchemaValidator(head.input_schema())
+        return parse_head_input(head, data, prefix=prefix, validator=validator)
 
     async def close(self) -> None:
         """Stop the batcher and the worker thread."""
@@ -92,18 +102,23 @@ class Runtime:
         """
         self._check_count(len(items), field_of)
         _check_deadline(context, "before preprocessing")
-        rows_per_item = await self._offload(self._preprocess_all, head, items, field_of)
+        rows_per_item = await self.offloader.run(
+            ("preprocess", head.name), text_size(items), self._preprocess_all, head, items, field_of
+        )
         flat_rows = [row for rows in rows_per_item for row in rows]
         self._check_tokens(sum(len(row) for row in flat_rows), field_of(0).split("[")[0])
         results = await self.batcher.submit(head, flat_rows, timeout=_time_left(context))
-        return await self._offload(self._postprocess_all, head, items, rows_per_item, results)
+        tokens = sum(len(row) for row in flat_rows)
+        return await self.offloader.run(
+            ("postprocess", head.name), tokens, self._postprocess_all, head, items, rows_per_item, results
+        )
 
     async def predict(
         self, name: str, data: Mapping[str, Any], context: grpc.aio.ServicerContext | None
     ) -> dict[str, Any]:
         """Validate JSON `data` against head `name`'s input schema, run it, render the output."""
         head = _noted(self.registry.get(name))
-        item = parse_head_input(head, data, prefix="input")
+        item = self._parse_input(head, data, prefix="input")
         (output,) = await self.run(head, [item], context, field_of=lambda _: "input")
         return head.render_output(output)
 
@@ -133,7 +148,8 @@ class Runtime:
             for index, (head, (_, options)) in enumerate(zip(heads, requests))
         ]
         _check_deadline(context, "before preprocessing")
-        rows = await self._offload(self._analyze_rows, heads, items_per_head)
+        size = sum(text_size(items) for items in items_per_head)
+        rows = await self.offloader.run(("analyze-preprocess",), size, self._analyze_rows, heads, items_per_head)
         groups: list[list[tuple[Head[Any, Any], EncodedRow]]] = []
         for text_index in range(len(texts)):
             by_tokens: dict[tuple[tuple[int, ...], tuple[int, ...]], list[tuple[Head[Any, Any], EncodedRow]]] = {}
@@ -149,7 +165,18 @@ class Runtime:
             for result in group_results:
                 if isinstance(result, BaseException):
                     raise result
-        return await self._offload(self._analyze_outputs, heads, items_per_head, rows, groups, results, len(texts))
+        tokens = sum(len(group[0][1]) * len(group) for group in groups)
+        return await self.offloader.run(
+            ("analyze-postprocess",),
+            tokens,
+            self._analyze_outputs,
+            heads,
+            items_per_head,
+            rows,
+            groups,
+            results,
+            len(texts),
+        )
 
     def _analyze_items(
         self, index: int, head: Head[Any, Any], options: Mapping[str, Any], texts: Sequence[tuple[str, str | None]]
@@ -176,7 +203,7 @@ class Runtime:
                     field_violations=[FieldViolation(f"inputs[{text_index}]", f"head {head.name!r} reads {wanted}")],
                 )
             data = {**options, **dict(zip(head.text_fields, (text, pair) if pair is not None else (text,)))}
-            items.append(parse_head_input(head, data, prefix=f"{where}.options"))
+            items.append(self._parse_input(head, data, prefix=f"{where}.options"))
         return items
 
     def _analyze_rows(
@@ -299,13 +326,17 @@ class Runtime:
         return outputs
 
 
-def parse_head_input(head: Head[Any, Any], data: Mapping[str, Any], *, prefix: str) -> Any:
+def parse_head_input(
+    head: Head[Any, Any], data: Mapping[str, Any], *, prefix: str, validator: SchemaValidator | None = None
+) -> Any:
     """Validate JSON `data` against the head's input schema and build its input.
 
     Every violation is reported at once as INVALID_ARGUMENT with field paths
-    under `prefix` (e.g. ``input.top_k``).
+    under `prefix` (e.g. ``input.top_k``). `validator` is the head's input
+    schema already compiled (built here when None).
     """
-    violations = schema_violations(head.input_schema(), dict(data), prefix=prefix)
+    validator = validator or SchemaValidator(head.input_schema())
+    violations = validator.violations(dict(data), prefix=prefix)
     if violations:
         _raise_for([FieldViolation(field, description) for field, description in violations], head=head.name)
     return head.parse_input(data)
@@ -357,3 +388,20 @@ def _check_deadline(context: grpc.aio.ServicerContext | None, stage: str) -> Non
 def _time_left(context: grpc.aio.ServicerContext | None) -> float | None:
     """Seconds to the RPC's deadline; None without a deadline or an RPC (in-process calls)."""
     return context.time_remaining() if context is not None else None
+
+
+def text_size(items: Sequence[Any]) -> int:
+    """Characters of text in task inputs (their string fields, also inside tuples): their preprocessing size."""
+    return sum(_text_size(item) for item in items)
+
+
+def _text_size(value: Any) -> int:
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, (tuple, list)):
+        return sum(_text_size(part) for part in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return sum(_text_size(getattr(value, f.name)) for f in dataclasses.fields(value))
+    if isinstance(value, Mapping):
+        return sum(_text_size(part) for part in value.values())
+    return 0

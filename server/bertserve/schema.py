@@ -148,7 +148,21 @@ def schema_violations(schema: Mapping[str, Any], data: Any, *, prefix: str) -> l
     Paths are dotted from `prefix` (``input.targets[2]``); a missing or
     unknown property is reported at its own path.
     """
-    validator = jsonschema.Draft202012Validator(schema)
+    return SchemaValidator(schema).violations(data, prefix=prefix)
+
+
+class SchemaValidator:
+    """A JSON Schema compiled once, for checking many documents (`schema_violations` per call)."""
+
+    def __init__(self, schema: Mapping[str, Any]) -> None:
+        self._validator = jsonschema.Draft202012Validator(schema)
+
+    def violations(self, data: Any, *, prefix: str) -> list[tuple[str, str]]:
+        """Every way `data` breaks the schema; see `schema_violations`."""
+        return _violations(self._validator, data, prefix)
+
+
+def _violations(validator: jsonschema.Draft202012Validator, data: Any, prefix: str) -> list[tuple[str, str]]:
     violations: list[tuple[str, str]] = []
     for error in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path))):
         path = _path(prefix, error.absolute_path)
