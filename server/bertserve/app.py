@@ -19,7 +19,7 @@ import torch
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from . import __version__
+from . import __version__, threads
 from .admission import Admission
 from .batcher import Batcher
 from .config import ServerConfig
@@ -159,11 +159,15 @@ class BertServeServer:
         """Load the encoder and heads, start the batcher, and report SERVING."""
         config, registry = self.config, self._registry
         assert registry is not None, "start() first"
+        budget = threads.decide(config.torch_threads, config.worker_threads)
+        threads.apply(budget)
         encoder = await asyncio.to_thread(load_encoder, config)
         await asyncio.to_thread(load_heads, registry, encoder, config)
         batcher = Batcher(encoder, config.batching, self.metrics)
         batcher.start()
-        runtime = Runtime(config=config, encoder=encoder, registry=registry, batcher=batcher)
+        runtime = Runtime(
+            config=config, encoder=encoder, registry=registry, batcher=batcher, worker_threads=budget.worker_threads
+        )
         if config.warmup:
             started = time.perf_counter()
             warmed = await runtime.warm_up()

@@ -78,8 +78,7 @@ class BatcherStats:
 
     forwards: int = 0
     rows: int = 0
-    padded_tokens: int = 0
-    real_tokens: int = 0
+    tokens: int = 0
     dropped_cancelled: int = 0
     dropped_expired: int = 0
 
@@ -283,8 +282,7 @@ class Batcher:
         tokens = out.layout.tokens
         self.stats.forwards += 1
         self.stats.rows += len(batch)
-        self.stats.padded_tokens += tokens
-        self.stats.real_tokens += tokens
+        self.stats.tokens += tokens
 
         # Each head reads its rows of the batch: (batch index, consumer index) pairs.
         by_head: dict[int, list[tuple[int, int]]] = defaultdict(list)
@@ -299,7 +297,7 @@ class Batcher:
                 results[i][j] = result
         seconds = time.perf_counter() - started
         if self._metrics is not None:
-            self._metrics.record_batch(rows=len(batch), padded_tokens=tokens, real_tokens=tokens, seconds=seconds)
+            self._metrics.record_batch(rows=len(batch), tokens=tokens, seconds=seconds)
         log.debug("forward of %d rows, %d tokens in %.1f ms", len(batch), tokens, 1000 * seconds)
         return results
 

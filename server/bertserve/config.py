@@ -95,9 +95,13 @@ class ServerConfig:
     encoder. `head_files` maps a head name (e.g. ``"sentiment"``) to its head
     file. `device` is ``"auto"``, ``"cpu"`` or ``"cuda[:N]"``; `dtype` is
     ``"auto"`` (float32 on CPU, bfloat16 or float16 on CUDA), ``"float32"``,
-    ``"float16"`` or ``"bfloat16"``. `plugins_allow` (None: all) and
+    ``"float16"``, ``"bfloat16"`` or ``"int8"`` (CPU only, never the default:
+    the encoder layers' linear layers dynamically quantized to int8, float32
+    activations; see `bertserve.quantize`). `plugins_allow` (None: all) and
     `plugins_deny` hold plugin entry-point or distribution names.
-    `worker_threads` run the heads' pre- and postprocessing.
+    `torch_threads` size torch's intra-op pool and `worker_threads` run the
+    heads' larger pre- and postprocessing; None gives each one thread per
+    usable CPU (see `threads`).
 
     Limits: a request may hold `max_inputs_per_request` inputs and
     `max_tokens_per_request` tokens after tokenization (INVALID_ARGUMENT
@@ -125,7 +129,8 @@ class ServerConfig:
     max_tokens_per_request: int = 131072
     max_concurrent_requests: int = 1024
     max_message_bytes: int = 4 * 1024 * 1024
-    worker_threads: int = 4
+    torch_threads: int | None = None
+    worker_threads: int | None = None
     warmup: bool = True
     shutdown_grace_seconds: float = 30.0
     keepalive_seconds: float = 60.0

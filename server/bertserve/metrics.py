@@ -20,7 +20,6 @@ log = logging.getLogger(__name__)
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 _TOKEN_BUCKETS = (16, 64, 256, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
-_RATIO_BUCKETS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
 
 
 class ServerMetrics:
@@ -58,19 +57,13 @@ class ServerMetrics:
         )
         self.batch_tokens = Histogram(
             "bertserve_batch_tokens",
-            "Padded tokens (rows x longest row) per encoder batch.",
+            "Tokens per encoder batch (all real: the encoder computes no padding).",
             buckets=_TOKEN_BUCKETS,
-            registry=registry,
-        )
-        self.padding_ratio = Histogram(
-            "bertserve_batch_padding_ratio",
-            "Share of a batch's tokens that are padding.",
-            buckets=_RATIO_BUCKETS,
             registry=registry,
         )
         self.tokens = Counter(
             "bertserve_encoder_tokens",
-            "Tokens through the encoder; kind=real or padding. rate() gives tokens per second.",
+            "Tokens through the encoder (kind=real: none are padded). rate() gives tokens per second.",
             ["kind"],
             registry=registry,
         )
@@ -103,14 +96,12 @@ class ServerMetrics:
             registry=registry,
         )
 
-    def record_batch(self, *, rows: int, padded_tokens: int, real_tokens: int, seconds: float) -> None:
+    def record_batch(self, *, rows: int, tokens: int, seconds: float) -> None:
         """One encoder batch finished."""
         self.forward_seconds.observe(seconds)
         self.batch_rows.observe(rows)
-        self.batch_tokens.observe(padded_tokens)
-        self.padding_ratio.observe(1 - real_tokens / padded_tokens if padded_tokens else 0.0)
-        self.tokens.labels("real").inc(real_tokens)
-        self.tokens.labels("padding").inc(padded_tokens - real_tokens)
+        self.batch_tokens.observe(tokens)
+        self.tokens.labels("real").inc(tokens)
         self.rows.inc(rows)
 
     def exposition(self) -> bytes:

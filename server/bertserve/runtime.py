@@ -62,12 +62,13 @@ class Runtime:
     encoder: SharedEncoder
     registry: HeadRegistry
     batcher: Batcher
+    worker_threads: int = 1
     worker: ThreadPoolExecutor = field(init=False)
     offloader: Offloader = field(init=False)
     _validators: dict[str, SchemaValidator] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.worker = ThreadPoolExecutor(max_workers=self.config.worker_threads, thread_name_prefix="bertserve-prepost")
+        self.worker = ThreadPoolExecutor(max_workers=self.worker_threads, thread_name_prefix="bertserve-prepost")
         self.offloader = Offloader(self.worker)
 
     def _parse_input(self, head: Head[Any, Any], data: Mapping[str, Any], *, prefix: str) -> Any:

@@ -76,7 +76,22 @@ _S = ServerConfig()
 SETTINGS: tuple[Setting, ...] = (
     Setting("server.host", "str", "0.0.0.0", "interface to bind"),
     Setting("server.port", "int", _S.port, "gRPC port (0 picks a free one)", minimum=0),
-    Setting("server.worker_threads", "int", _S.worker_threads, "threads for pre- and postprocessing", minimum=1),
+    Setting(
+        "server.torch_threads",
+        "int",
+        None,
+        "torch intra-op threads (default: usable CPUs, or OMP_NUM_THREADS)",
+        minimum=1,
+        nullable=True,
+    ),
+    Setting(
+        "server.worker_threads",
+        "int",
+        None,
+        "threads for large pre- and postprocessing (default: usable CPUs)",
+        minimum=1,
+        nullable=True,
+    ),
     Setting("server.warmup", "bool", _S.warmup, "run every head once before reporting SERVING"),
     Setting(
         "server.shutdown_grace_seconds",
@@ -223,6 +238,7 @@ class ResolvedSettings:
                 max_tokens_per_request=v["limits.max_tokens_per_request"],
                 max_concurrent_requests=v["limits.max_concurrent_requests"],
                 max_message_bytes=v["limits.max_message_bytes"],
+                torch_threads=v["server.torch_threads"],
                 worker_threads=v["server.worker_threads"],
                 warmup=v["server.warmup"],
                 shutdown_grace_seconds=v["server.shutdown_grace_seconds"],
