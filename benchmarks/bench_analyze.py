@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import torch
-from bench_batching import make_sentiment_head
+from bench_throughput import write_head
 from bertserve import SharedEncoder
 from bertserve.background import BackgroundServer
 from bertserve.config import ServerConfig
@@ -42,7 +42,7 @@ def texts(count: int) -> list[str]:
 
 def head_files(encoder: SharedEncoder, folder: Path) -> dict[str, Path]:
     token = importlib.import_module("bertserve_example_heads.token_classification")
-    sentiment = make_sentiment_head(encoder, folder)
+    sentiment = write_head(encoder, folder / "sentiment.safetensors")
     labels = ("O", "B-PER", "I-PER", "B-LOC", "I-LOC")
     ner = token.save_token_classification_head(
         folder / "ner.safetensors",
