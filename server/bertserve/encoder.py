@@ -14,7 +14,7 @@ import torch
 import transformers
 from transformers import AutoTokenizer, BertForPreTraining, PreTrainedTokenizerBase
 
-from . import packed
+from . import packed, quantize
 from .heads import EncodedRow, EncoderOutputs
 
 log = logging.getLogger(__name__)
@@ -46,13 +46,19 @@ def resolve_device(device: str) -> torch.device:
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """``auto`` is float32 on the CPU and bfloat16 (or float16) on CUDA."""
+    """The activation dtype: ``auto`` is float32 on the CPU and bfloat16 (or float16) on CUDA.
+
+    ``int8`` (see `quantize`) is CPU-only and keeps float32 activations.
+    """
+    if dtype == quantize.INT8:
+        quantize.check_device(device)
+        return torch.float32
     if dtype == "auto":
         if device.type != "cuda":
             return torch.float32
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if dtype not in _DTYPES:
-        raise ValueError(f"dtype must be one of auto, {', '.join(_DTYPES)}; got {dtype!r}")
+        raise ValueError(f"dtype must be one of auto, {', '.join(_DTYPES)}, int8; got {dtype!r}")
     if device.type == "cpu" and dtype != "float32":
         log.warning("%s on the CPU is slow and less exact than float32", dtype)
     return _DTYPES[dtype]
@@ -115,7 +121,9 @@ class SharedEncoder:
 
     Load it with `SharedEncoder.load`. Heads read `tokenizer`,
     `max_sequence_length`, `word_embeddings` (the tied decoder matrix) and
-    `pretraining_head_state(...)`; the batcher calls `forward`.
+    `pretraining_head_state(...)`; the batcher calls `forward`. `dtype` is
+    the activation dtype heads compute in; with `quantized` (``--dtype
+    int8``) it is float32 and the encoder layers' linear layers are int8.
     """
 
     def __init__(
@@ -129,6 +137,7 @@ class SharedEncoder:
         loaded_keys_missing: set[str],
         max_sequence_length: int,
         fingerprint: str,
+        quantized: bool = False,
     ) -> None:
         self.model_name = model_name
         self.bert = model.bert
@@ -138,6 +147,7 @@ class SharedEncoder:
         self._thread_tokenizers = threading.local()
         self.device = device
         self.dtype = dtype
+        self.quantized = quantized
         self.max_sequence_length = max_sequence_length
         self.fingerprint = fingerprint
         self.has_pooler = not any(key in loaded_keys_missing for key in _POOLER_KEYS)
@@ -188,6 +198,8 @@ class SharedEncoder:
         packed.check_supported(model.bert)
         model.eval().requires_grad_(False)
         model.bert.to(device=torch_device, dtype=torch_dtype)  # type: ignore[call-arg]  # transformers stub
+        if dtype == quantize.INT8:  # after the fingerprint, which stays that of the float32 weights
+            quantize.quantize_encoder(model.bert)
         encoder = cls(
             model_name=model_name,
             model=model,
@@ -197,12 +209,13 @@ class SharedEncoder:
             loaded_keys_missing=missing,
             max_sequence_length=limit,
             fingerprint=fingerprint,
+            quantized=dtype == quantize.INT8,
         )
         log.info(
             "encoder %s loaded on %s (%s), max %d tokens, pretraining heads: %s, pooler: %s",
             model_name,
             torch_device,
-            str(torch_dtype).removeprefix("torch."),
+            encoder.dtype_name,
             limit,
             ", ".join(sorted(encoder._pretraining_heads)) or "none",
             "yes" if encoder.has_pooler else "no",
@@ -235,7 +248,8 @@ class SharedEncoder:
 
     @property
     def dtype_name(self) -> str:
-        return str(self.dtype).removeprefix("torch.")
+        """``float32``, ``float16``, ``bfloat16``, or ``int8`` for the quantized encoder."""
+        return quantize.INT8 if self.quantized else str(self.dtype).removeprefix("torch.")
 
     def pretraining_head_state(self, prefix: str) -> dict[str, torch.Tensor] | None:
         """Weights of a `BertForPreTraining` head (``"predictions"`` or

@@ -132,7 +132,9 @@ SETTINGS: tuple[Setting, ...] = (
         nullable=True,
     ),
     Setting("model.device", "str", _S.device, "auto, cpu, cuda or cuda:N"),
-    Setting("model.dtype", "str", _S.dtype, "encoder dtype", choices=("auto", "float32", "float16", "bfloat16")),
+    Setting(
+        "model.dtype", "str", _S.dtype, "encoder dtype", choices=("auto", "float32", "float16", "bfloat16", "int8")
+    ),
     Setting("model.max_sequence_length", "int", None, "cap on tokens per input row", minimum=8, nullable=True),
     Setting(
         "model.head_files",
