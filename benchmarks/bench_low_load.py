@@ -160,7 +160,9 @@ def main() -> None:
     print(f"{args.requests} sequential sentiment calls per server, alternating (ms):")
     print(f"{'server':<10} {'p50':>7} {'p90':>7} {'mean':>7}")
     for name, values in times.items():
-        print(f"{name:<10} {percentile(values, 0.5):7.2f} {percentile(values, 0.9):7.2f} {statistics.mean(values):7.2f}")
+        print(
+            f"{name:<10} {percentile(values, 0.5):7.2f} {percentile(values, 0.9):7.2f} {statistics.mean(values):7.2f}"
+        )
     delta = percentile(times["bertserve"], 0.5) - percentile(times["naive"], 0.5)
     print(f"bertserve - naive, p50: {delta:+.2f} ms")
 
