@@ -11,11 +11,13 @@ pooled-linear sentiment head file):
 
 One caller sends one sentence at a time, alternating between the two servers,
 so both see the same machine state (this machine is noisy; alternating makes
-the difference robust where separate runs are not). Sentences are 5-100 words
+the difference robust where separate runs are not). --gap-ms pauses after
+every call (not timed), to measure servers that sit idle between requests:
+waking idle threads costs more than keeping them busy. Sentences are 5-100 words
 (the peer kit's pool when it is at ../shared/peers, else a seeded word list).
 Prints p50 / p90 / mean per server and the p50 difference. Usage:
 
-    python benchmarks/bench_low_load.py [--requests 400] [--server-arg=--max-delay-ms=0 ...]
+    python benchmarks/bench_low_load.py [--requests 400] [--gap-ms 20] [--server-arg=--max-delay-ms=0 ...]
 """
 
 from __future__ import annotations
@@ -138,6 +140,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--server-arg", action="append", default=[], help="extra `bertserve serve` argument")
+    parser.add_argument("--gap-ms", type=float, default=0.0, help="idle pause after each call (not timed)")
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)  # what a naive server gets by default
     pool = sentences()
@@ -152,7 +155,7 @@ def main() -> None:
                     "bertserve": sentiment_pb2_grpc.SentimentServiceStub(channel),
                 }
                 wait_ready(stubs["bertserve"], process)
-                times = run(stubs, pool, args.requests)
+                times = run(stubs, pool, args.requests, args.gap_ms / 1000)
         finally:
             process.terminate()
             process.wait(30)
@@ -167,7 +170,7 @@ def main() -> None:
     print(f"bertserve - naive, p50: {delta:+.2f} ms")
 
 
-def run(stubs: dict[str, Any], pool: list[str], requests: int) -> dict[str, list[float]]:
+def run(stubs: dict[str, Any], pool: list[str], requests: int, gap: float) -> dict[str, list[float]]:
     """Warm both up, then alternate one call to each per sentence; milliseconds per call."""
     for stub in stubs.values():
         for text in pool[:32]:
@@ -180,6 +183,7 @@ def run(stubs: dict[str, Any], pool: list[str], requests: int) -> dict[str, list
             started = time.perf_counter()
             stub.ClassifySentiment(request)
             times[name].append(1000 * (time.perf_counter() - started))
+            time.sleep(gap)
     return times
 
 
