@@ -62,6 +62,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bertserve.memory import IDLE_TRIM_SECONDS
+
 CONCURRENCY = 8
 QA_DOC_STRIDE = 128
 QA_QUESTION = "Where was the old key hidden?"
@@ -642,6 +644,8 @@ async def drive(args: argparse.Namespace, workload: Workload, server: Server, lo
                 _progress(result)
         found["mixed"] = mixed
         found["memory_loaded"] = server.memory()
+        time.sleep(IDLE_TRIM_SECONDS + 1.5)  # the server gives freed buffers back once idle
+        found["memory_idle"] = server.memory()
     return found
 
 
@@ -819,6 +823,7 @@ def report(
     memory = [
         ("bertserve serve, 4 default heads, after warm-up", found["memory_ready"]),
         ("bertserve serve, after the loads", found["memory_loaded"]),
+        (f"bertserve serve, then idle {IDLE_TRIM_SECONDS + 1.5:.1f} s", found["memory_idle"]),
         ("encoder only (BertModel, one forward of 1 x 128)", encoder_only),
     ]
     print_table(
@@ -851,7 +856,11 @@ def report(
             f"({'< 1: PASS' if ratio < 1 else '>= 1: MISS'}; {expected:.2f}x from layer counts: "
             f"{layers}+{private} vs {len(ANALYZE_HEADS)}x{layers}+{private}), texts/s {speed:.2f}x"
         )
-    for what, key in (("after warm-up", "memory_ready"), ("after the loads", "memory_loaded")):
+    for what, key in (
+        ("after warm-up", "memory_ready"),
+        ("after the loads", "memory_loaded"),
+        ("after the loads and idle", "memory_idle"),
+    ):
         ratio = found[key]["VmRSS"] / encoder_only["VmRSS"]
         verdict = "PASS" if ratio < RSS_TARGET else "MISS"
         print(f"  RSS {what} / encoder only: {ratio:.2f}x (target < {RSS_TARGET}x: {verdict})")

@@ -27,6 +27,7 @@ from .default_model import default_model_path
 from .encoder import SharedEncoder
 from .errors import NotServing
 from .interceptor import RequestInterceptor
+from .memory import release_free_memory
 from .metrics import MetricsEndpoint, ServerMetrics
 from .plugin_manager import HeadRegistry, HeadState, Plugin, discover_plugins, load_heads, register_plugins
 from .runtime import Runtime
@@ -172,6 +173,7 @@ class BertServeServer:
             started = time.perf_counter()
             warmed = await runtime.warm_up()
             log.info("warmed up %s in %.0f ms", ", ".join(warmed) or "no head", 1000 * (time.perf_counter() - started))
+        await asyncio.to_thread(release_free_memory)  # loading's temporary copies
         self._runtime.value = runtime
         self._register_gauges(encoder, registry)
         self.admission.state = "serving"

@@ -30,6 +30,7 @@ from .config import BatchingConfig
 from .encoder import PackedBatch, SharedEncoder
 from .errors import DeadlineExceeded, HeadFailed, NotServing, QueueFull
 from .heads import EncodedRow, Head
+from .memory import IDLE_TRIM_SECONDS, release_free_memory
 from .metrics import ServerMetrics
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,7 @@ class Batcher:
         self._owner: asyncio.Task[None] | None = None
         self._closing = False
         self._rows_in_forward = 0
+        self._forwards_since_trim = 0
         self.stats = BatcherStats()
 
     def start(self) -> None:
@@ -202,7 +204,7 @@ class Batcher:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            await self._wakeup.wait()
+            await self._wait_for_rows(loop)
             self._wakeup.clear()
             try:
                 if self._config.max_delay_ms > 0:
@@ -214,6 +216,17 @@ class Batcher:
                 for queued in self._queue:
                     queued.fail(HeadFailed(f"the batcher failed: {error!r}"))
                 self._queue.clear()
+
+    async def _wait_for_rows(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Wait for queued rows; once idle for IDLE_TRIM_SECONDS after a forward, release freed memory."""
+        if self._forwards_since_trim:
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), IDLE_TRIM_SECONDS)
+                return
+            except asyncio.TimeoutError:
+                self._forwards_since_trim = 0
+                await loop.run_in_executor(self._executor, release_free_memory)
+        await self._wakeup.wait()
 
     async def _wait_for_fill(self, loop: asyncio.AbstractEventLoop) -> None:
         """Let a batch fill for up to max_delay_ms after its oldest row arrived."""
@@ -252,6 +265,7 @@ class Batcher:
 
     async def _execute(self, loop: asyncio.AbstractEventLoop, batch: list[_QueuedRow]) -> None:
         self._rows_in_forward = len(batch)
+        self._forwards_since_trim += 1
         started = loop.time()
         try:
             results = await loop.run_in_executor(self._executor, self._forward, batch)
