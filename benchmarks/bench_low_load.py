@@ -36,7 +36,8 @@ from typing import Any
 
 import grpc
 import torch
-from bertserve import HeadFileMetadata, SharedEncoder, save_head_file
+from bench_throughput import write_head
+from bertserve import SharedEncoder
 from bertserve.default_model import default_model_path
 from bertserve_client.v1 import sentiment_pb2, sentiment_pb2_grpc
 from safetensors.torch import load_file
@@ -55,26 +56,6 @@ def sentences(count: int = 512) -> list[str]:
         return list(make_sentences())[:count]
     rng = random.Random(0)
     return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 100))) for _ in range(count)]
-
-
-def write_head(path: Path) -> Path:
-    """A seeded random 2-label pooled-linear sentiment head file for the default encoder."""
-    encoder = SharedEncoder.load(str(default_model_path()), device="cpu")
-    generator = torch.Generator().manual_seed(0)
-    tensors = {
-        "classifier.weight": 0.05 * torch.randn(2, encoder.hidden_size, generator=generator),
-        "classifier.bias": torch.zeros(2),
-    }
-    metadata = HeadFileMetadata(
-        task="sentiment",
-        architecture="pooled-linear",
-        encoder_name=encoder.model_name,
-        encoder_fingerprint=encoder.fingerprint,
-        hidden_size=encoder.hidden_size,
-        labels=("negative", "positive"),
-    )
-    save_head_file(path, tensors, metadata)
-    return path
 
 
 class NaiveSentiment(sentiment_pb2_grpc.SentimentServiceServicer):
@@ -145,7 +126,9 @@ def main() -> None:
     torch.set_num_threads(os.cpu_count() or 1)  # what a naive server gets by default
     pool = sentences()
     with tempfile.TemporaryDirectory() as folder:
-        head_file = write_head(Path(folder) / "sentiment.safetensors")
+        encoder = SharedEncoder.load(str(default_model_path()), device="cpu")
+        head_file = write_head(encoder, Path(folder) / "sentiment.safetensors")
+        del encoder
         naive_server, naive_address = start_naive(head_file)
         process, address = start_bertserve(head_file, args.server_arg)
         try:

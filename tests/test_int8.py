@@ -32,13 +32,13 @@ from bertserve.background import BackgroundServer
 from bertserve.config import ServerConfig
 from bertserve.encoder import SharedEncoder, resolve_dtype
 from bertserve.head_modules import EncoderHead, HeadArchitecture
-from bertserve.headfile import HeadFileMetadata, save_head_file
+from bertserve.headfile import save_head_file
 from bertserve.heads import EncodedRow
 from bertserve.settings import ConfigError, add_setting_flags, config_from_sources
 from bertserve.trained_heads import load_encoder_head
 from bertserve_client.v1 import inference_pb2 as inf, inference_pb2_grpc as inf_grpc, model_pb2, model_pb2_grpc
 from google.protobuf import json_format, struct_pb2
-from tiny_models import WORDS
+from tiny_models import WORDS, head_metadata
 
 PROBABILITY_TOLERANCE = 0.1
 MEAN_PROBABILITY_TOLERANCE = 0.015
@@ -176,15 +176,7 @@ def test_private_layer_heads_stay_float32_on_an_int8_encoder(
     trained = EncoderHead(
         architecture, float_encoder.config, 2, private_layer_init=list(float_encoder.bert.encoder.layer)
     )
-    metadata = HeadFileMetadata(
-        task="sentiment",
-        architecture="encoder-head",
-        encoder_name=float_encoder.model_name,
-        encoder_fingerprint=float_encoder.fingerprint,
-        hidden_size=float_encoder.hidden_size,
-        labels=("no", "yes"),
-        extra={"head": architecture.to_dict()},
-    )
+    metadata = head_metadata(float_encoder, "sentiment", "encoder-head", ("no", "yes"), head=architecture.to_dict())
     path = tmp_path / "private.safetensors"
     save_head_file(path, trained.state_dict(), metadata)
     batch = rows(4, int(float_encoder.config.vocab_size), seed=1)

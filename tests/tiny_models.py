@@ -69,7 +69,7 @@ def make_sentiment_head(
         "classifier.weight": torch.randn(len(labels), encoder.hidden_size, generator=generator),
         "classifier.bias": torch.randn(len(labels), generator=generator),
     }
-    save_head_file(path, tensors, _metadata(encoder, "sentiment", "pooled-linear", labels))
+    save_head_file(path, tensors, head_metadata(encoder, "sentiment", "pooled-linear", labels))
     return path
 
 
@@ -81,12 +81,12 @@ def make_qa_head(path: Path, checkpoint: Path, *, seed: int = 2, supports_no_ans
         "qa_outputs.weight": torch.randn(2, encoder.hidden_size, generator=generator),
         "qa_outputs.bias": torch.randn(2, generator=generator),
     }
-    metadata = _metadata(encoder, "question-answering", "token-linear", (), supports_no_answer=supports_no_answer)
+    metadata = head_metadata(encoder, "question-answering", "token-linear", (), supports_no_answer=supports_no_answer)
     save_head_file(path, tensors, metadata)
     return path
 
 
-def _metadata(
+def head_metadata(
     encoder: SharedEncoder, task: str, architecture: str, labels: tuple[str, ...], **extra: object
 ) -> HeadFileMetadata:
     return HeadFileMetadata(
