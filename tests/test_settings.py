@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from bertserve.cli import main
+from bertserve.config import BatchingConfig, MetricsConfig, ServerConfig
 from bertserve.settings import SETTINGS, ConfigError, add_setting_flags, config_from_sources, resolve_settings
+from bertserve.settings_table import CONFIG_DEFAULTS, SETTINGS_BY_FIELD, settings_markdown
+
+README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def flags(*argv: str) -> argparse.Namespace:
@@ -26,11 +33,67 @@ def write(tmp_path: Path, text: str, name: str = "bertserve.toml") -> Path:
 
 def test_defaults_without_any_source() -> None:
     config = config_from_sources(flags(), {})
-    assert config.port == 50051 and config.host == "0.0.0.0"
+    assert config.port == 50051 and config.host == "127.0.0.1"
     assert config.batching.max_batch_size == 32
-    assert config.metrics.port == 9090 and config.metrics.host == "0.0.0.0"
+    assert config.metrics.port is None and config.metrics.host == "127.0.0.1"  # metrics off
+    assert config.max_connection_age_seconds == 300.0
     assert config.model is None and config.head_files == {}
     assert config.logging.format == "plain" and config.warmup is True
+
+
+def test_serve_defaults_are_the_defaults_of_a_config_built_in_code() -> None:
+    assert config_from_sources(flags(), {}) == ServerConfig()
+    assert resolve_settings({}, {}).to_config() == ServerConfig()
+
+
+def _config_fields(cls: type, prefix: str = "") -> dict[str, dataclasses.Field[Any]]:
+    """Every leaf attribute of a config dataclass, by dotted path."""
+    fields: dict[str, dataclasses.Field[Any]] = {}
+    for item in dataclasses.fields(cls):
+        nested = item.default_factory if item.default_factory is not dataclasses.MISSING else None
+        if isinstance(nested, type) and dataclasses.is_dataclass(nested):
+            fields.update(_config_fields(nested, f"{prefix}{item.name}."))
+        else:
+            fields[prefix + item.name] = item
+    return fields
+
+
+def test_every_config_attribute_is_one_setting_and_takes_its_default_from_the_table() -> None:
+    fields = _config_fields(ServerConfig)
+    assert set(fields) - set(SETTINGS_BY_FIELD) == {"plugin_entry_point_group"}  # the one attribute set only in code
+    assert set(SETTINGS_BY_FIELD) <= set(fields)
+    paths = [setting.config_path for setting in SETTINGS if setting.config_path is not None]
+    assert len(paths) == len(set(paths))
+    for path, setting in SETTINGS_BY_FIELD.items():
+        item = fields[path]
+        default = item.default_factory() if item.default_factory is not dataclasses.MISSING else item.default
+        assert default == CONFIG_DEFAULTS[path], path  # a default typed into config.py would differ from the table
+        assert item.repr is not setting.secret, path
+
+
+def test_a_metrics_port_turns_metrics_on_unless_they_are_switched_off() -> None:
+    assert config_from_sources(flags(), {}).metrics.port is None
+    assert config_from_sources(flags("--metrics"), {}).metrics.port == 9090
+    resolved = resolve_settings(flags("--metrics-port", "9100"), {})
+    assert resolved.to_config().metrics.port == 9100
+    assert resolved.sources["metrics.enabled"] == "implied by metrics.port (flag --metrics-port)"
+    assert config_from_sources(flags(), {"BERTSERVE_METRICS_PORT": "0"}).metrics.port == 0
+    assert config_from_sources(flags("--no-metrics", "--metrics-port", "9100"), {}).metrics.port is None
+    assert config_from_sources(flags("--metrics-host", "0.0.0.0"), {}).metrics.port is None  # only the port implies it
+
+
+def test_config_objects_check_the_tables_minimums() -> None:
+    with pytest.raises(
+        ValueError, match=r"max_batch_size must be at least 1, got 0 \(setting batching.max_batch_size\)"
+    ):
+        BatchingConfig(max_batch_size=0)
+    with pytest.raises(ValueError, match="max_delay_ms must be at least 0"):
+        BatchingConfig(max_delay_ms=-1.0)
+    with pytest.raises(ValueError, match=r"max_message_bytes must be at least 1024.*limits.max_message_bytes"):
+        ServerConfig(max_message_bytes=10)
+    with pytest.raises(ValueError, match="port must be at least 0"):
+        MetricsConfig(port=-1)
+    assert ServerConfig(port=0, health_port=0, max_sequence_length=None).health_port == 0
 
 
 def test_precedence_flag_over_env_over_file_over_default(tmp_path: Path) -> None:
@@ -162,6 +225,9 @@ def test_secret_values_never_appear_in_errors_or_show(tmp_path: Path) -> None:
         config_from_sources(flags(), {"BERTSERVE_SECURITY_TOKENS": "s3cret,s3cret"})
     assert "s3cret" not in str(raised.value)
     assert not any(setting.key == "security.tokens" for setting in SETTINGS if setting.flag)  # no flag for it
+    parser = argparse.ArgumentParser()
+    add_setting_flags(parser)
+    assert "--tokens" not in parser._option_string_actions  # command lines are visible to every user
 
 
 def test_show_round_trips_as_toml(tmp_path: Path) -> None:
@@ -199,9 +265,29 @@ def test_serve_with_a_bad_setting_exits_with_the_message() -> None:
 
 
 def test_readme_documents_every_setting() -> None:
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    readme = README.read_text()
     for setting in SETTINGS:
         assert f"| `{setting.key}` | `{setting.env}` |" in readme, setting.key
+
+
+def test_readme_settings_table_is_what_the_generator_prints(capsys: pytest.CaptureFixture[str]) -> None:
+    """Regenerate with `bertserve config docs` and paste between the README's settings-table markers."""
+    lines = README.read_text().splitlines(keepends=True)
+    begin = next(i for i, line in enumerate(lines) if line.startswith("<!-- settings table: generated by"))
+    end = next(i for i, line in enumerate(lines) if line.startswith("<!-- end of settings table -->"))
+    assert "".join(lines[begin + 1 : end]) == settings_markdown(), (
+        "README settings table is stale: bertserve config docs"
+    )
+    assert main(["config", "docs"]) == 0
+    assert capsys.readouterr().out == settings_markdown()
+
+
+def test_config_docs_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["config", "docs", "--json"]) == 0
+    described = {entry["key"]: entry for entry in json.loads(capsys.readouterr().out)}
+    assert list(described) == [setting.key for setting in SETTINGS]
+    assert described["batching.max_batch_size"]["minimum"] == 1 and described["security.tokens"]["flag"] is None
+    assert described["model.dtype"]["choices"][0] == "auto" and described["model.name"]["field"] == "model"
 
 
 def test_unknown_environment_variables_are_warnings(caplog: pytest.LogCaptureFixture) -> None:

@@ -15,7 +15,14 @@ from .config import DEFAULT_PORT, ServerConfig
 from .lifecycle import serve_until_signalled
 from .logs import configure_logging
 from .schema import to_json
-from .settings import ConfigError, ResolvedSettings, add_setting_flags, resolve_settings
+from .settings import (
+    ConfigError,
+    ResolvedSettings,
+    add_setting_flags,
+    describe_settings,
+    resolve_settings,
+    settings_markdown,
+)
 from .training.commands import add_commands as add_training_commands
 
 log = logging.getLogger("bertserve")
@@ -54,6 +61,11 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     add_setting_flags(show)
     show.set_defaults(handler=_config_show)
+    docs = config_commands.add_parser(
+        "docs", help="print every setting (key, environment variable, flag, default, help) as the README's table"
+    )
+    docs.add_argument("--json", action="store_true", help="print JSON, with each setting's limits")
+    docs.set_defaults(handler=_config_docs)
 
     heads = commands.add_parser("heads", help="load the encoder and list which heads load, and why not")
     add_setting_flags(heads)
@@ -103,6 +115,12 @@ def _config(args: argparse.Namespace) -> ServerConfig:
 def _config_show(args: argparse.Namespace) -> int:
     resolved, _ = _resolve(args)  # the config too: its cross-field checks must pass
     print(resolved.show(), end="")
+    return 0
+
+
+def _config_docs(args: argparse.Namespace) -> int:
+    text = json.dumps(describe_settings(), indent=2) + "\n" if args.json else settings_markdown()
+    print(text, end="")
     return 0
 
 

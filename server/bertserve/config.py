@@ -1,11 +1,18 @@
-"""Server configuration: one immutable object built by the CLI or by tests."""
+"""Server configuration: one immutable object built by the CLI or by tests.
+
+Every attribute that is a setting takes its default and its minimum from the
+settings table (`bertserve.settings_table`), so ``ServerConfig()`` is what
+``bertserve serve`` runs with no flag, file or environment variable.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
-DEFAULT_PORT = 50051
+from .settings_table import CONFIG_DEFAULTS, check_limits, setting_field
+
+DEFAULT_PORT: int = CONFIG_DEFAULTS["port"]
 
 
 @dataclass(frozen=True)
@@ -20,20 +27,13 @@ class BatchingConfig:
     during a forward form the next batch.
     """
 
-    max_batch_size: int = 32
-    max_batch_tokens: int = 16384
-    max_delay_ms: float = 0.0
-    max_queue_rows: int = 4096
+    max_batch_size: int = setting_field("batching.max_batch_size")
+    max_batch_tokens: int = setting_field("batching.max_batch_tokens")
+    max_delay_ms: float = setting_field("batching.max_delay_ms")
+    max_queue_rows: int = setting_field("batching.max_queue_rows")
 
     def __post_init__(self) -> None:
-        if self.max_batch_size < 1:
-            raise ValueError("max_batch_size must be at least 1")
-        if self.max_batch_tokens < 1:
-            raise ValueError("max_batch_tokens must be at least 1")
-        if self.max_delay_ms < 0:
-            raise ValueError("max_delay_ms must not be negative")
-        if self.max_queue_rows < 1:
-            raise ValueError("max_queue_rows must be at least 1")
+        check_limits(self, "batching")
 
 
 @dataclass(frozen=True)
@@ -49,13 +49,13 @@ class SecurityConfig:
     endpoint needs one only with `metrics_require_token`.
     """
 
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    tls_client_ca: Path | None = None
-    tokens_file: Path | None = None
-    tokens: tuple[str, ...] = field(default=(), repr=False)
-    public_reflection: bool = False
-    metrics_require_token: bool = False
+    tls_cert: Path | None = setting_field("security.tls_cert")
+    tls_key: Path | None = setting_field("security.tls_key")
+    tls_client_ca: Path | None = setting_field("security.tls_client_ca")
+    tokens_file: Path | None = setting_field("security.tokens_file")
+    tokens: tuple[str, ...] = setting_field("security.tokens")  # secret: left out of repr
+    public_reflection: bool = setting_field("security.public_reflection")
+    metrics_require_token: bool = setting_field("security.metrics_require_token")
 
     @property
     def tls(self) -> bool:
@@ -68,10 +68,16 @@ class SecurityConfig:
 
 @dataclass(frozen=True)
 class MetricsConfig:
-    """The Prometheus endpoint: ``http://host:port/metrics``; `port` None turns it off, 0 picks one."""
+    """The Prometheus endpoint: ``http://host:port/metrics``; `port` None turns it off, 0 picks one.
 
-    host: str = "127.0.0.1"
-    port: int | None = None
+    Off by default (setting ``metrics.enabled``); ``metrics.port`` is the port it takes when on.
+    """
+
+    host: str = setting_field("metrics.host")
+    port: int | None = setting_field("metrics.port")
+
+    def __post_init__(self) -> None:
+        check_limits(self, "metrics")
 
 
 @dataclass(frozen=True)
@@ -83,8 +89,8 @@ class LoggingConfig:
     (server errors) at any level.
     """
 
-    level: str = "INFO"
-    format: str = "plain"
+    level: str = setting_field("logging.level")
+    format: str = setting_field("logging.format")
 
 
 @dataclass(frozen=True)
@@ -118,28 +124,31 @@ class ServerConfig:
     only grpc.health.v1, for probes that cannot speak TLS (the kubelet's).
     """
 
-    model: str | None = None
-    head_files: dict[str, Path] = field(default_factory=dict)
-    device: str = "auto"
-    dtype: str = "auto"
-    host: str = "127.0.0.1"
-    port: int = DEFAULT_PORT
-    max_sequence_length: int | None = None
-    max_inputs_per_request: int = 1024
-    max_tokens_per_request: int = 131072
-    max_concurrent_requests: int = 1024
-    max_message_bytes: int = 4 * 1024 * 1024
-    torch_threads: int | None = None
-    worker_threads: int | None = None
-    warmup: bool = True
-    shutdown_grace_seconds: float = 30.0
-    keepalive_seconds: float = 60.0
-    max_connection_age_seconds: float | None = None
-    health_port: int | None = None
+    model: str | None = setting_field("model")
+    head_files: dict[str, Path] = setting_field("head_files")
+    device: str = setting_field("device")
+    dtype: str = setting_field("dtype")
+    host: str = setting_field("host")
+    port: int = setting_field("port")
+    max_sequence_length: int | None = setting_field("max_sequence_length")
+    max_inputs_per_request: int = setting_field("max_inputs_per_request")
+    max_tokens_per_request: int = setting_field("max_tokens_per_request")
+    max_concurrent_requests: int = setting_field("max_concurrent_requests")
+    max_message_bytes: int = setting_field("max_message_bytes")
+    torch_threads: int | None = setting_field("torch_threads")
+    worker_threads: int | None = setting_field("worker_threads")
+    warmup: bool = setting_field("warmup")
+    shutdown_grace_seconds: float = setting_field("shutdown_grace_seconds")
+    keepalive_seconds: float = setting_field("keepalive_seconds")
+    max_connection_age_seconds: float | None = setting_field("max_connection_age_seconds")
+    health_port: int | None = setting_field("health_port")
     batching: BatchingConfig = field(default_factory=BatchingConfig)
-    plugin_entry_point_group: str = "bertserve.heads"
-    plugins_allow: tuple[str, ...] | None = None
-    plugins_deny: tuple[str, ...] = ()
+    plugin_entry_point_group: str = "bertserve.heads"  # not a setting: tests and embedding apps only
+    plugins_allow: tuple[str, ...] | None = setting_field("plugins_allow")
+    plugins_deny: tuple[str, ...] = setting_field("plugins_deny")
     security: SecurityConfig = field(default_factory=SecurityConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+    def __post_init__(self) -> None:
+        check_limits(self)

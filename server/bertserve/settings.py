@@ -1,10 +1,12 @@
 """Configuration sources for `bertserve serve`: one TOML file, `BERTSERVE_*` variables, flags.
 
-Every setting is declared once in `SETTINGS` with its TOML key (``section.key``),
-type, default, flag and help. Precedence, highest first: command-line flag,
-environment variable (``BERTSERVE_<SECTION>_<KEY>``), the TOML file (``--config``
-or ``BERTSERVE_CONFIG``), the default. Every value is checked where it is read,
-and an error names the key and the source it came from.
+Every setting is declared once in `SETTINGS` (`bertserve.settings_table`) with
+its TOML key (``section.key``), type, default, limits, flag and help; this
+module reads the sources and builds the `ServerConfig`. Precedence, highest
+first: command-line flag, environment variable (``BERTSERVE_<SECTION>_<KEY>``),
+the TOML file (``--config`` or ``BERTSERVE_CONFIG``), the default. Every value
+is checked where it is read, and an error names the key and the source it came
+from.
 """
 
 from __future__ import annotations
@@ -15,12 +17,21 @@ import json
 import logging
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .config import BatchingConfig, LoggingConfig, MetricsConfig, SecurityConfig, ServerConfig
+from .config import ServerConfig
 from .security import check_security
+from .settings_table import (
+    ENV_PREFIX,
+    SETTINGS,
+    SETTINGS_BY_KEY,
+    Setting,
+    config_values,
+    describe_settings,
+    settings_markdown,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -30,190 +41,10 @@ else:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 CONFIG_FILE_VARIABLE = "BERTSERVE_CONFIG"
-ENV_PREFIX = "BERTSERVE_"
 
 
 class ConfigError(ValueError):
     """A configuration value is missing, malformed or out of range; the message names the key."""
-
-
-@dataclass(frozen=True)
-class Setting:
-    """One configuration key.
-
-    `kind` is one of ``int``, ``float``, ``bool``, ``str``, ``path``, ``list``
-    (of strings) or ``table`` (head name to path). `nullable` settings accept
-    ``"none"`` (or an absent TOML key) for None. `choices` limits a ``str``.
-    `secret` values are masked by ``bertserve config show``.
-    """
-
-    key: str
-    kind: str
-    default: Any
-    help: str
-    flag: str | None = None
-    minimum: float | None = None
-    nullable: bool = False
-    choices: tuple[str, ...] = ()
-    secret: bool = False
-
-    @property
-    def env(self) -> str:
-        return ENV_PREFIX + self.key.upper().replace(".", "_")
-
-    @property
-    def option(self) -> str:
-        return self.flag or "--" + self.key.split(".")[1].replace("_", "-")
-
-    @property
-    def dest(self) -> str:
-        return "setting__" + self.key.replace(".", "__")
-
-
-_B = BatchingConfig()
-_S = ServerConfig()
-
-SETTINGS: tuple[Setting, ...] = (
-    Setting("server.host", "str", "0.0.0.0", "interface to bind"),
-    Setting("server.port", "int", _S.port, "gRPC port (0 picks a free one)", minimum=0),
-    Setting(
-        "server.torch_threads",
-        "int",
-        None,
-        "torch intra-op threads (default: usable CPUs, or OMP_NUM_THREADS)",
-        minimum=1,
-        nullable=True,
-    ),
-    Setting(
-        "server.worker_threads",
-        "int",
-        None,
-        "threads for large pre- and postprocessing (default: usable CPUs)",
-        minimum=1,
-        nullable=True,
-    ),
-    Setting("server.warmup", "bool", _S.warmup, "run every head once before reporting SERVING"),
-    Setting(
-        "server.shutdown_grace_seconds",
-        "float",
-        _S.shutdown_grace_seconds,
-        "on SIGTERM, time accepted requests get to finish",
-        minimum=0,
-    ),
-    Setting(
-        "server.keepalive_seconds",
-        "float",
-        _S.keepalive_seconds,
-        "server keepalive ping interval; clients may ping every 10 s",
-        minimum=1,
-    ),
-    Setting(
-        "server.max_connection_age_seconds",
-        "float",
-        300.0,
-        "close client connections after this age so clients re-resolve and find new replicas",
-        minimum=1,
-        nullable=True,
-    ),
-    Setting(
-        "server.health_port",
-        "int",
-        None,
-        "extra plaintext port serving only grpc.health.v1 (for probes when TLS is on)",
-        minimum=0,
-        nullable=True,
-    ),
-    Setting(
-        "model.name",
-        "str",
-        None,
-        "checkpoint folder or hub id (default: the offline all-MiniLM-L6-v2 encoder)",
-        flag="--model",
-        nullable=True,
-    ),
-    Setting("model.device", "str", _S.device, "auto, cpu, cuda or cuda:N"),
-    Setting(
-        "model.dtype", "str", _S.dtype, "encoder dtype", choices=("auto", "float32", "float16", "bfloat16", "int8")
-    ),
-    Setting("model.max_sequence_length", "int", None, "cap on tokens per input row", minimum=8, nullable=True),
-    Setting(
-        "model.head_files",
-        "table",
-        {},
-        "weights for a head, HEAD=PATH (repeatable; env: comma-separated)",
-        flag="--head-file",
-    ),
-    Setting("batching.max_batch_size", "int", _B.max_batch_size, "rows per encoder forward", minimum=1),
-    Setting("batching.max_batch_tokens", "int", _B.max_batch_tokens, "real tokens per encoder forward", minimum=1),
-    Setting(
-        "batching.max_delay_ms",
-        "float",
-        _B.max_delay_ms,
-        "wait for a fuller batch (0: never wait while idle)",
-        minimum=0,
-    ),
-    Setting("batching.max_queue_rows", "int", _B.max_queue_rows, "queued rows before RESOURCE_EXHAUSTED", minimum=1),
-    Setting("limits.max_inputs_per_request", "int", _S.max_inputs_per_request, "inputs in one request", minimum=1),
-    Setting(
-        "limits.max_tokens_per_request",
-        "int",
-        _S.max_tokens_per_request,
-        "tokens of all inputs of one request after tokenization",
-        minimum=1,
-    ),
-    Setting(
-        "limits.max_concurrent_requests",
-        "int",
-        _S.max_concurrent_requests,
-        "requests in progress before RESOURCE_EXHAUSTED",
-        minimum=1,
-    ),
-    Setting(
-        "limits.max_message_bytes",
-        "int",
-        _S.max_message_bytes,
-        "largest request or response message",
-        minimum=1024,
-    ),
-    Setting(
-        "plugins.allow",
-        "list",
-        None,
-        "plugins to use, comma-separated (default: all)",
-        flag="--plugins-allow",
-        nullable=True,
-    ),
-    Setting("plugins.deny", "list", [], "plugins not to use, comma-separated", flag="--plugins-deny"),
-    Setting("security.tls_cert", "path", None, "PEM server certificate (turns TLS on)", nullable=True),
-    Setting("security.tls_key", "path", None, "PEM private key of the server certificate", nullable=True),
-    Setting(
-        "security.tls_client_ca", "path", None, "PEM CA that client certificates must chain to (mTLS)", nullable=True
-    ),
-    Setting(
-        "security.tokens_file",
-        "path",
-        None,
-        "bearer tokens, one per line: TOKEN [NAME [METHOD-PATTERN,...]]",
-        nullable=True,
-    ),
-    Setting("security.tokens", "list", [], "bearer tokens with full access (file or env only)", secret=True),
-    Setting("security.public_reflection", "bool", False, "serve reflection without a token"),
-    Setting("security.metrics_require_token", "bool", False, "the metrics endpoint needs a bearer token too"),
-    Setting("metrics.enabled", "bool", True, "serve Prometheus metrics", flag="--metrics"),
-    Setting("metrics.host", "str", "0.0.0.0", "interface of the metrics endpoint", flag="--metrics-host"),
-    Setting(
-        "metrics.port", "int", 9090, "port of the metrics endpoint (0 picks one)", flag="--metrics-port", minimum=0
-    ),
-    Setting(
-        "logging.level", "str", "INFO", "log level", flag="--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR")
-    ),
-    Setting("logging.format", "str", "plain", "log line format", flag="--log-format", choices=("plain", "json")),
-)
-
-SETTINGS_BY_KEY = {setting.key: setting for setting in SETTINGS}
-
-# Settings a flag must never carry: command lines are visible to every user of the machine.
-_NO_FLAG = {"security.tokens"}
 
 
 @dataclass(frozen=True)
@@ -226,47 +57,8 @@ class ResolvedSettings:
 
     def to_config(self) -> ServerConfig:
         """The `ServerConfig` these settings describe; cross-field problems raise `ConfigError`."""
-        v = self.values
         try:
-            config = ServerConfig(
-                model=v["model.name"],
-                head_files={name: Path(path) for name, path in v["model.head_files"].items()},
-                device=v["model.device"],
-                dtype=v["model.dtype"],
-                host=v["server.host"],
-                port=v["server.port"],
-                max_sequence_length=v["model.max_sequence_length"],
-                max_inputs_per_request=v["limits.max_inputs_per_request"],
-                max_tokens_per_request=v["limits.max_tokens_per_request"],
-                max_concurrent_requests=v["limits.max_concurrent_requests"],
-                max_message_bytes=v["limits.max_message_bytes"],
-                torch_threads=v["server.torch_threads"],
-                worker_threads=v["server.worker_threads"],
-                warmup=v["server.warmup"],
-                shutdown_grace_seconds=v["server.shutdown_grace_seconds"],
-                keepalive_seconds=v["server.keepalive_seconds"],
-                max_connection_age_seconds=v["server.max_connection_age_seconds"],
-                health_port=v["server.health_port"],
-                batching=BatchingConfig(
-                    max_batch_size=v["batching.max_batch_size"],
-                    max_batch_tokens=v["batching.max_batch_tokens"],
-                    max_delay_ms=v["batching.max_delay_ms"],
-                    max_queue_rows=v["batching.max_queue_rows"],
-                ),
-                plugins_allow=tuple(v["plugins.allow"]) if v["plugins.allow"] is not None else None,
-                plugins_deny=tuple(v["plugins.deny"]),
-                security=SecurityConfig(
-                    tls_cert=v["security.tls_cert"],
-                    tls_key=v["security.tls_key"],
-                    tls_client_ca=v["security.tls_client_ca"],
-                    tokens_file=v["security.tokens_file"],
-                    tokens=tuple(v["security.tokens"]),
-                    public_reflection=v["security.public_reflection"],
-                    metrics_require_token=v["security.metrics_require_token"],
-                ),
-                metrics=MetricsConfig(host=v["metrics.host"], port=v["metrics.port"] if v["metrics.enabled"] else None),
-                logging=LoggingConfig(level=v["logging.level"], format=v["logging.format"]),
-            )
+            config = build_config(config_values(self.values))
             check_security(config.security)
             return config
         except ValueError as error:
@@ -293,7 +85,7 @@ def add_setting_flags(parser: argparse.ArgumentParser) -> None:
         "--config", type=Path, default=None, help=f"TOML configuration file (env: {CONFIG_FILE_VARIABLE})"
     )
     for setting in SETTINGS:
-        if setting.key in _NO_FLAG:
+        if not setting.has_flag:
             continue
         help_text = f"{setting.help} [{setting.key}, env {setting.env}]"
         if setting.kind == "bool":
@@ -350,9 +142,39 @@ def resolve_settings(
         setting = SETTINGS_BY_KEY[key]
         values[key] = _parse(setting, value, f"flag {setting.option}", typed=False)
         sources[key] = f"flag {setting.option}"
+    _apply_switches(values, sources)
     resolved = ResolvedSettings(values, sources, config_file)
     _check_combinations(resolved)
     return resolved
+
+
+def _apply_switches(values: dict[str, Any], sources: dict[str, str]) -> None:
+    """A switch left at its default turns on when the setting it switches was given (``--metrics-port``)."""
+    for setting in SETTINGS:
+        switched = setting.switches
+        if switched is not None and sources[setting.key] == "default" and sources[switched] != "default":
+            values[setting.key] = True
+            sources[setting.key] = f"implied by {switched} ({sources[switched]})"
+
+
+def build_config(fields: Mapping[str, Any]) -> ServerConfig:
+    """A `ServerConfig` from dotted attribute paths (``"batching.max_batch_size"``) to values.
+
+    Attributes not named keep their defaults; a nested config is built from
+    its named attributes over its defaults.
+    """
+    top: dict[str, Any] = {}
+    nested: dict[str, dict[str, Any]] = {}
+    for path, value in fields.items():
+        section, _, name = path.rpartition(".")
+        if section:
+            nested.setdefault(section, {})[name] = value
+        else:
+            top[name] = value
+    defaults = ServerConfig()
+    for section, attributes in nested.items():
+        top[section] = replace(getattr(defaults, section), **attributes)
+    return ServerConfig(**top)
 
 
 def _flag_values(flags: argparse.Namespace | Mapping[str, Any]) -> dict[str, Any]:
@@ -509,20 +331,6 @@ def config_from_sources(
     return resolve_settings(flags, environ, config_file=config_file).to_config()
 
 
-def describe_settings() -> list[dict[str, Any]]:
-    """Every setting's key, env variable, flag, default and help: for docs and tests."""
-    return [
-        {
-            "key": s.key,
-            "env": s.env,
-            "flag": None if s.key in _NO_FLAG else s.option,
-            "default": s.default,
-            "help": s.help,
-        }
-        for s in SETTINGS
-    ]
-
-
 __all__: Sequence[str] = [
     "CONFIG_FILE_VARIABLE",
     "ConfigError",
@@ -530,7 +338,9 @@ __all__: Sequence[str] = [
     "SETTINGS",
     "Setting",
     "add_setting_flags",
+    "build_config",
     "config_from_sources",
     "describe_settings",
     "resolve_settings",
+    "settings_markdown",
 ]
