@@ -75,12 +75,17 @@ class _ExplodingLoadHead(SentimentHead):
 
 
 class _ExplodingForwardHead(SentimentHead):
-    """Loads like the sentiment head, then fails on every batch."""
+    """Loads like the sentiment head, then fails on every batch holding a text with "boom"."""
 
     name = "flaky"
 
+    def preprocess(self, item: TextClassificationInput) -> list[EncodedRow]:
+        return [EncodedRow(row.input_ids, row.token_type_ids, data=item.text) for row in super().preprocess(item)]
+
     def forward(self, outputs: EncoderOutputs, rows: Sequence[EncodedRow]) -> list[Any]:
-        raise ValueError("bug in head")
+        if any("boom" in row.data for row in rows):
+            raise ValueError("bug in head")
+        return super().forward(outputs, rows)
 
 
 class _TroublePlugin:
@@ -113,15 +118,21 @@ def test_raising_plugins_and_heads_are_isolated(tiny_config: ServerConfig) -> No
         assert list(heads["sentiment"].labels) == ["negative", "neutral", "positive"]
 
         stub = st_grpc.SentimentServiceStub(channel)
-        failure = call_failure(stub.ClassifySentiment, st.ClassifySentimentRequest(texts=["good"], head="flaky"))
+        failure = call_failure(stub.ClassifySentiment, st.ClassifySentimentRequest(texts=["boom"], head="flaky"))
         assert failure.code == grpc.StatusCode.INTERNAL and "flaky" in failure.message
+        assert "plugin trouble" in failure.message and "bug in head" in failure.message
+        assert stub.ClassifySentiment(st.ClassifySentimentRequest(texts=["good"], head="flaky")).results[0].label
         failure = call_failure(stub.ClassifySentiment, st.ClassifySentimentRequest(texts=["good"], head="exploding"))
         assert failure.code == grpc.StatusCode.FAILED_PRECONDITION and "weights corrupted" in failure.message
         assert stub.ClassifySentiment(st.ClassifySentimentRequest(texts=["good"])).results[0].label
 
 
 def test_head_failure_fails_only_its_rows_in_a_mixed_batch(tiny_config: ServerConfig) -> None:
-    """A batch holding rows of a failing head and of a healthy one: only the former fail."""
+    """A batch holding rows of a failing head and of a healthy one: only the failing rows fail.
+
+    The head's rows are re-run in smaller groups to find the bad one, so the
+    flaky head's good rows are answered too, in the same encoder forward.
+    """
     import asyncio
 
     from bertserve.errors import HeadFailed
@@ -136,19 +147,23 @@ def test_head_failure_fails_only_its_rows_in_a_mixed_batch(tiny_config: ServerCo
         runtime = running.runtime
         good, flaky = runtime.head("sentiment", task="sentiment"), runtime.head("flaky", task="sentiment")
         item = TextClassificationInput(text="a good movie")
+        bad = TextClassificationInput(text="boom goes the movie")
 
         async def mixed() -> list[Any]:
-            # Both submissions queue in the same event-loop tick, so they share one batch.
+            # The submissions queue in the same event-loop tick, so they share one batch.
             return await asyncio.gather(
+                runtime.batcher.submit(flaky, flaky.preprocess(item)),
+                runtime.batcher.submit(flaky, flaky.preprocess(bad)),
                 runtime.batcher.submit(flaky, flaky.preprocess(item)),
                 runtime.batcher.submit(good, good.preprocess(item)),
                 return_exceptions=True,
             )
 
         forwards = runtime.batcher.stats.forwards
-        flaky_result, good_result = running.call(mixed())
+        flaky_good, flaky_bad, flaky_good_again, good_result = running.call(mixed())
         assert runtime.batcher.stats.forwards - forwards == 1
-        assert isinstance(flaky_result, HeadFailed) and "flaky" in str(flaky_result)
+        assert isinstance(flaky_bad, HeadFailed) and "flaky" in str(flaky_bad)
+        assert flaky_good == flaky_good_again == good_result  # same weights, same text: same scores
         assert isinstance(good.postprocess(item, [], good_result), ClassificationOutput)
 
 
@@ -187,6 +202,7 @@ def test_slow_preprocessing_does_not_stall_the_event_loop(tiny_config: ServerCon
         head_files={**tiny_config.head_files, "blocking": tiny_config.head_files["sentiment"]},
         device="cpu",
         port=0,
+        warmup=False,  # the blocking head would fail its warm-up
     )
     with BackgroundServer(config, plugins=[*BUILT_INS, ("blocking", _BlockingPlugin())]) as running:
         with grpc.insecure_channel(running.address) as channel:

@@ -132,10 +132,12 @@ class BertServeServer:
     async def start(self) -> int:
         """Register plugins and services, bind, and serve health and reflection; returns the port."""
         self._registry = registry = register_plugins(self.config, server_plugins(self.config, self._plugins))
-        for problem in registry.problems:
-            log.error("plugin %s not loaded: %s", problem.plugin, problem.error)
-        for service in registry.services:
-            service.add_to_server(self._server, self._runtime)  # type: ignore[arg-type]
+        for service in list(registry.services):
+            try:
+                service.add_to_server(self._server, self._runtime)  # type: ignore[arg-type]
+            except Exception as error:
+                log.exception("service %s could not be added", service.name)
+                registry.drop_service(service, f"add_to_server of {service.name} raised: {error!r}")
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         names = [service.name for service in registry.services]
         reflection.enable_server_reflection([*names, _HEALTH_SERVICE, reflection.SERVICE_NAME], self._server)
@@ -164,7 +166,7 @@ class BertServeServer:
         threads.apply(budget)
         encoder = await asyncio.to_thread(load_encoder, config)
         await asyncio.to_thread(load_heads, registry, encoder, config)
-        batcher = Batcher(encoder, config.batching, self.metrics)
+        batcher = Batcher(encoder, config.batching, self.metrics, origin=registry.origin)
         batcher.start()
         runtime = Runtime(
             config=config, encoder=encoder, registry=registry, batcher=batcher, worker_threads=budget.worker_threads

@@ -19,7 +19,7 @@ import logging
 import random
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -87,8 +87,15 @@ class BatcherStats:
 class Batcher:
     """Owns the queue and the encoder; `submit` is the only way to run it."""
 
-    def __init__(self, encoder: SharedEncoder, config: BatchingConfig, metrics: ServerMetrics | None = None) -> None:
+    def __init__(
+        self,
+        encoder: SharedEncoder,
+        config: BatchingConfig,
+        metrics: ServerMetrics | None = None,
+        origin: Callable[[Head[Any, Any]], str] = lambda head: f"head {head.name!r}",
+    ) -> None:
         self._encoder = encoder
+        self._origin = origin
         self._metrics = metrics
         self._rows_per_second: float | None = None
         self._config = config
@@ -315,19 +322,37 @@ class Batcher:
         log.debug("forward of %d rows, %d tokens in %.1f ms", len(batch), tokens, 1000 * seconds)
         return results
 
-    @staticmethod
-    def _run_head(head: Head[Any, Any], out: PackedBatch, rows: list[int], consumers: list[_Consumer]) -> list[Any]:
-        """`head.forward` on its rows of the batch, right-padded; a failure fails just these rows."""
+    def _run_head(
+        self, head: Head[Any, Any], out: PackedBatch, rows: list[int], consumers: list[_Consumer]
+    ) -> list[Any]:
+        """`head.forward` on its rows of the batch, right-padded.
+
+        When it raises, the rows are re-run in halves until the failing ones
+        are found: only they fail, and the other callers' rows are answered.
+        """
         try:
-            view = out.view(rows, hidden_states=head.needs_hidden_states)
-            with torch.inference_mode():
-                head_results = head.forward(view, [consumer.row for consumer in consumers])
-            if len(head_results) != len(rows):
-                raise RuntimeError(f"forward returned {len(head_results)} results for {len(rows)} rows")
-            return head_results
+            return self._head_forward(head, out, rows, consumers)
         except Exception as error:
-            log.exception("head %r (plugin module %s) failed on %d rows", head.name, type(head).__module__, len(rows))
-            return [HeadFailed(f"head {head.name!r} failed: {error}", metadata={"head": head.name})] * len(rows)
+            if len(rows) > 1:
+                half = len(rows) // 2
+                return [
+                    *self._run_head(head, out, rows[:half], consumers[:half]),
+                    *self._run_head(head, out, rows[half:], consumers[half:]),
+                ]
+            origin = self._origin(head)
+            log.error("%s failed in forward on one row", origin, exc_info=True)
+            message = f"{origin} failed in forward: {error!r}; see the server log"
+            return [HeadFailed(message, metadata={"head": head.name, "stage": "forward"})]
+
+    @staticmethod
+    def _head_forward(head: Head[Any, Any], out: PackedBatch, rows: list[int], consumers: list[_Consumer]) -> list[Any]:
+        view = out.view(rows, hidden_states=head.needs_hidden_states)
+        with torch.inference_mode():
+            results = head.forward(view, [consumer.row for consumer in consumers])
+        if not hasattr(results, "__len__") or len(results) != len(rows):
+            count = len(results) if hasattr(results, "__len__") else type(results).__name__
+            raise TypeError(f"forward returned {count} results for {len(rows)} rows; return one per row")
+        return list(results)
 
 
 def select_batch(rows: Sequence[_QueuedRow], max_batch_size: int, max_batch_tokens: int) -> list[_QueuedRow]:

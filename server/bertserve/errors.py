@@ -176,3 +176,8 @@ def _pack(message: object) -> any_pb2.Any:
 
 
 _CODE_NUMBERS = {code: getattr(code_pb2, code.name) for code in grpc.StatusCode}
+
+
+def code_number(error: BertServeError) -> int:
+    """The google.rpc.Code number of `error`'s status (e.g. 3 for INVALID_ARGUMENT)."""
+    return int(_CODE_NUMBERS[error.code])

@@ -67,3 +67,8 @@ def register_services(register: Callable[[ServiceDefinition], None], config: Ser
                 heads=("emotion",),
             ))
     """
+
+
+def hook_names() -> set[str]:
+    """The names of every hook a plugin may implement."""
+    return {name for name, value in globals().items() if hasattr(value, f"{PROJECT_NAME}_spec")}

@@ -23,7 +23,8 @@ from . import hookspecs
 from .config import ServerConfig
 from .encoder import SharedEncoder
 from .errors import HeadNotFound, HeadNotLoaded, HeadUnavailable
-from .heads import Head, HeadLoadContext
+from .head_check import head_name_problem, head_problems, hook_problems
+from .heads import Head, HeadDescription, HeadLoadContext
 from .service_definition import ServiceDefinition
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,17 @@ class HeadRecord:
     state: HeadState = HeadState.REGISTERED
     reason: str = ""
     labels: tuple[str, ...] = ()
+    input_schema: dict[str, Any] = field(default_factory=dict)
+    output_schema: dict[str, Any] = field(default_factory=dict)
+
+    def fail(self, reason: str) -> None:
+        """Mark the head FAILED: it is listed with `reason` and its requests are refused with it."""
+        self.state, self.reason = HeadState.FAILED, reason
+
+    @property
+    def origin(self) -> str:
+        """How errors name this head: ``head 'x' (plugin p)``."""
+        return f"head {self.head.name!r} (plugin {self.plugin.name})"
 
 
 @dataclass(frozen=True)
@@ -85,19 +97,30 @@ class HeadRegistry:
     _records: dict[str, HeadRecord] = field(default_factory=dict)
     services: list[ServiceDefinition] = field(default_factory=list)
     problems: list[PluginProblem] = field(default_factory=list)
+    service_plugins: dict[str, Plugin] = field(default_factory=dict)
 
     def add(self, head: Head[Any, Any], plugin: Plugin) -> None:
-        if not isinstance(head, Head):
-            raise TypeError(f"plugin {plugin.name} registered {head!r}, which is not a bertserve.Head")
-        if not head.name or not head.task:
-            raise ValueError(f"plugin {plugin.name} registered {type(head).__name__} without a name or task")
+        """Record `head`; a head whose structure breaks the contract is recorded FAILED with the fixes.
+
+        A head without a usable name cannot be recorded: that raises
+        `ValueError`, which refuses the plugin.
+        """
+        problem = head_name_problem(head)
+        if problem is not None:
+            raise ValueError(problem)
         if head.name in self._records:
             other = self._records[head.name].plugin.name
             raise DuplicateNameError(
                 f"duplicate head name {head.name!r}: registered by plugin {other} and by plugin {plugin.name}; "
                 "uninstall or deny one of the plugins"
             )
-        self._records[head.name] = HeadRecord(head, plugin)
+        record = self._records[head.name] = HeadRecord(head, plugin)
+        problems = head_problems(head)
+        if problems:
+            record.fail(f"{type(head).__name__} breaks the Head contract: " + "; ".join(problems))
+            log.error("plugin %s, %s", plugin.name, record.reason)
+            return
+        record.input_schema, record.output_schema = head.input_schema(), head.output_schema()
 
     def add_service(self, service: ServiceDefinition, plugin: Plugin) -> None:
         if not isinstance(service, ServiceDefinition):
@@ -105,35 +128,61 @@ class HeadRegistry:
         if any(existing.name == service.name for existing in self.services):
             raise DuplicateNameError(f"duplicate gRPC service {service.name!r} (plugin {plugin.name})")
         self.services.append(service)
+        self.service_plugins[service.name] = plugin
+
+    def drop_service(self, service: ServiceDefinition, problem: str) -> None:
+        """Take back a service that could not be added; its plugin is reported with `problem`."""
+        self.services.remove(service)
+        plugin = self.service_plugins.pop(service.name)
+        self.problems.append(PluginProblem(plugin.name, problem))
 
     def records(self) -> list[HeadRecord]:
         return list(self._records.values())
 
     def record(self, name: str) -> HeadRecord:
-        """The record of head `name`, or NOT_FOUND naming the heads there are."""
+        """The record of head `name`, or the error a client should see for an unknown name."""
         record = self._records.get(name)
         if record is None:
-            raise HeadNotFound(
-                f"no head named {name!r}; heads on this server: {', '.join(sorted(self._records)) or 'none'}",
-                metadata={"head": name},
-            )
+            raise self._unknown(name, f"no head named {name!r}", f"heads on this server: {_names(self._records)}")
         return record
+
+    def origin(self, head: Head[Any, Any]) -> str:
+        """``head 'x' (plugin p)``: how errors name a registered head."""
+        record = self._records.get(head.name)
+        return record.origin if record is not None else f"head {head.name!r}"
+
+    def _unknown(self, name: str, what: str, heads: str) -> HeadNotFound | HeadNotLoaded:
+        """NOT_FOUND naming the heads there are; FAILED_PRECONDITION when refused plugins may have held it."""
+        if not self.problems:
+            return HeadNotFound(f"{what}; {heads}", metadata={"head": name})
+        refused = "; ".join(f"{p.plugin} ({p.error})" for p in self.problems)
+        return HeadNotLoaded(
+            f"{what}; plugins refused at start-up may provide it: {refused}. Fix or remove them; {heads}",
+            reason="PLUGIN_REFUSED",
+            metadata={"head": name, "refused_plugins": ",".join(p.plugin for p in self.problems)},
+        )
 
     def get(self, name: str, *, task: str | None = None) -> Head[Any, Any]:
         """The loaded head `name` (of `task`, when given), or the error a client should see."""
         record = self._records.get(name)
         if task is not None and (record is None or record.head.task != task):
             known = sorted(r.head.name for r in self._records.values() if r.head.task == task)
-            raise HeadNotFound(
-                f"no {task} head named {name!r}; {task} heads on this server: {', '.join(known) or 'none'}",
-                metadata={"head": name, "task": task},
+            error = self._unknown(
+                name, f"no {task} head named {name!r}", f"{task} heads on this server: {_names(known)}"
             )
+            error.metadata["task"] = task
+            raise error
         record = self.record(name)
         if record.state is not HeadState.LOADED:
             raise HeadNotLoaded(
-                f"head {name!r} is not loaded: {record.reason}", metadata={"head": name, "state": record.state.value}
+                f"{record.origin} is not loaded: {record.reason}",
+                metadata={"head": name, "plugin": record.plugin.name, "state": record.state.value},
             )
         return record.head
+
+
+def _names(names: Iterable[str]) -> str:
+    return ", ".join(sorted(names)) or "none"
 
 
 def discover_plugins(group: str) -> list[Plugin]:
@@ -163,33 +212,61 @@ def register_plugins(config: ServerConfig, plugins: Iterable[Plugin | tuple[str,
     registry = HeadRegistry()
     by_name: dict[str, Plugin] = {}
     for plugin in (p if isinstance(p, Plugin) else Plugin(*p) for p in plugins):
-        problem = _why_unusable(plugin, config)
+        problem = _why_unusable(plugin, config) or _register(manager, plugin)
         if problem is not None:
             registry.problems.append(PluginProblem(plugin.name, problem))
-            log.warning("plugin %s not used: %s", plugin.name, problem)
-            continue
-        try:
-            manager.register(plugin.obj, name=plugin.name)
-        except ValueError as error:  # pluggy refuses the same object or name twice
-            registry.problems.append(PluginProblem(plugin.name, str(error)))
+            log.error("plugin %s not used: %s", plugin.name, problem)
             continue
         by_name[plugin.name] = plugin
-    manager.check_pending()
     for hook_name, add in (("register_heads", registry.add), ("register_services", registry.add_service)):
         for impl in getattr(manager.hook, hook_name).get_hookimpls():
-            plugin = by_name[impl.plugin_name]
-
-            def register(obj: Any, _plugin: Plugin = plugin, _add: Any = add) -> None:
-                _add(obj, _plugin)
-
-            try:
-                impl.function(register=register, config=config)
-            except DuplicateNameError:
-                raise
-            except Exception as error:
-                registry.problems.append(PluginProblem(plugin.name, f"{hook_name} raised: {error!r}"))
-                log.exception("plugin %s failed in %s", plugin.name, hook_name)
+            _run_hook(registry, by_name[impl.plugin_name], hook_name, impl.function, add, config)
     return registry
+
+
+def _register(manager: pluggy.PluginManager, plugin: Plugin) -> str | None:
+    """Register `plugin`'s hooks with pluggy, or say why not (unknown hook names, bad signatures)."""
+    problems = hook_problems(plugin.obj, hookspecs.hook_names(), hookspecs.PROJECT_NAME)
+    if problems:
+        return "; ".join(problems)
+    try:
+        manager.register(plugin.obj, name=plugin.name)
+    except (ValueError, pluggy.PluginValidationError) as error:  # the same object or name twice, bad arguments
+        return str(error)
+    return None
+
+
+def _run_hook(
+    registry: HeadRegistry, plugin: Plugin, hook_name: str, function: Any, add: Any, config: ServerConfig
+) -> None:
+    """Call one plugin's hook; what it registers wrongly, or raising, is that plugin's problem alone.
+
+    Heads the plugin registered before its hook raised are marked FAILED:
+    the plugin did not finish setting up. Duplicate names still fail start-up.
+    """
+    added: list[str] = []
+
+    def register(obj: Any) -> None:
+        try:
+            add(obj, plugin)
+        except DuplicateNameError:
+            raise
+        except (TypeError, ValueError) as error:
+            registry.problems.append(PluginProblem(plugin.name, f"{hook_name}: {error}"))
+            log.error("plugin %s: %s", plugin.name, error)
+            return
+        added.append(getattr(obj, "name", ""))
+
+    try:
+        function(register=register, config=config)
+    except DuplicateNameError:
+        raise
+    except Exception as error:
+        registry.problems.append(PluginProblem(plugin.name, f"{hook_name} raised: {error!r}"))
+        log.exception("plugin %s failed in %s", plugin.name, hook_name)
+        for record in registry.records():
+            if record.plugin is plugin and record.head.name in added:
+                record.fail(f"plugin {plugin.name}'s {hook_name} raised after registering it: {error!r}")
 
 
 def _why_unusable(plugin: Plugin, config: ServerConfig) -> str | None:
@@ -224,17 +301,21 @@ def load_heads(registry: HeadRegistry, encoder: SharedEncoder, config: ServerCon
     for name in sorted(unknown):
         log.warning("a head file was given for %r, but no plugin registers a head of that name", name)
     for record in registry.records():
+        if record.state is HeadState.FAILED:  # broke the contract at registration
+            continue
         head = record.head
         context = HeadLoadContext(encoder=encoder, head_file=config.head_files.get(head.name), config=config)
         try:
             description = head.load(context)
+            if not isinstance(description, HeadDescription):
+                raise TypeError(f"load returned {description!r}; return a HeadDescription")
         except HeadUnavailable as reason:
             record.state, record.reason = HeadState.UNAVAILABLE, str(reason)
             log.warning("head %s not loaded: %s", head.name, reason)
             continue
         except Exception as error:
-            record.state, record.reason = HeadState.FAILED, f"loading raised {error!r}"
-            log.exception("head %s (plugin %s) failed to load", head.name, record.plugin.name)
+            record.fail(f"loading raised {error!r}")
+            log.exception("%s failed to load", record.origin)
             continue
         record.state, record.reason, record.labels = HeadState.LOADED, description.source, description.labels
         log.info("head %s loaded: %s", head.name, description.source)

@@ -11,10 +11,11 @@ from typing import Any, Protocol, TypeVar
 
 import grpc
 
+from .analyze import AnalyzePlan, Guard
 from .batcher import Batcher
 from .config import ServerConfig
 from .encoder import SharedEncoder
-from .errors import DeadlineExceeded, FieldViolation, InputError, InvalidArgument
+from .errors import BertServeError, DeadlineExceeded, FieldViolation, HeadFailed, InputError, InvalidArgument
 from .heads import EncodedRow, Head
 from .offload import Offloader
 from .plugin_manager import HeadRegistry, HeadState
@@ -75,8 +76,11 @@ class Runtime:
         """`parse_head_input` with the head's input schema compiled once per server, not per call."""
         validator = self._validators.get(head.name)
         if validator is None:
-            validator = self._validators[head.name] = SchemaValidator(head.input_schema())
-        return parse_head_input(head, data, prefix=prefix, validator=validator)
+            schema = self.registry.record(head.name).input_schema or head.input_schema()
+            validator = self._validators[head.name] = SchemaValidator(schema)
+        return self._guarded(
+            head, "parse_input", lambda: parse_head_input(head, data, prefix=prefix, validator=validator)
+        )
 
     async def close(self) -> None:
         """Stop the batcher and the worker thread."""
@@ -104,14 +108,21 @@ class Runtime:
         self._check_count(len(items), field_of)
         _check_deadline(context, "before preprocessing")
         rows_per_item = await self.offloader.run(
-            ("preprocess", head.name), text_size(items), self._preprocess_all, head, items, field_of
+            ("preprocess", head.name), text_size(items), self._preprocess_all, head, items, field_of, self._guarded
         )
         flat_rows = [row for rows in rows_per_item for row in rows]
         self._check_tokens(sum(len(row) for row in flat_rows), field_of(0).split("[")[0])
         results = await self.batcher.submit(head, flat_rows, timeout=_time_left(context))
         tokens = sum(len(row) for row in flat_rows)
         return await self.offloader.run(
-            ("postprocess", head.name), tokens, self._postprocess_all, head, items, rows_per_item, results
+            ("postprocess", head.name),
+            tokens,
+            self._postprocess_all,
+            head,
+            items,
+            rows_per_item,
+            results,
+            self._guarded,
         )
 
     async def predict(
@@ -121,21 +132,23 @@ class Runtime:
         head = _noted(self.registry.get(name))
         item = self._parse_input(head, data, prefix="input")
         (output,) = await self.run(head, [item], context, field_of=lambda _: "input")
-        return head.render_output(output)
+        rendered: dict[str, Any] = self._guarded(head, "render_output", head.render_output, output)
+        return rendered
 
     async def analyze(
         self,
         texts: Sequence[tuple[str, str | None]],
         requests: Sequence[tuple[str, Mapping[str, Any]]],
         context: grpc.aio.ServicerContext | None,
-    ) -> list[list[dict[str, Any]]]:
+    ) -> list[list[dict[str, Any] | BertServeError]]:
         """Run several heads on the same texts from ONE encoder pass per text.
 
         `texts` are (text, text_pair or None); `requests` are (head name,
         options). Returns, per text, each head's rendered output in request
-        order. Heads whose rows for a text tokenize alike share one encoder
-        row; a head that tokenizes differently gets its own row in the same
-        batch rather than a wrong answer.
+        order, or the error of that head on that text (see `AnalyzePlan`).
+        Heads whose rows for a text tokenize alike share one encoder row; a
+        head that tokenizes differently gets its own row in the same batch
+        rather than a wrong answer.
         """
         self._check_count(len(texts), lambda i: f"inputs[{i}]")
         if not requests:
@@ -144,40 +157,21 @@ class Runtime:
                 field_violations=[FieldViolation("heads", "must not be empty")],
             )
         heads = [_noted(self.registry.get(name)) for name, _ in requests]
-        items_per_head = [
-            self._analyze_items(index, head, options, texts)
-            for index, (head, (_, options)) in enumerate(zip(heads, requests))
-        ]
-        _check_deadline(context, "before preprocessing")
-        size = sum(text_size(items) for items in items_per_head)
-        rows = await self.offloader.run(("analyze-preprocess",), size, self._analyze_rows, heads, items_per_head)
-        groups: list[list[tuple[Head[Any, Any], EncodedRow]]] = []
-        for text_index in range(len(texts)):
-            by_tokens: dict[tuple[tuple[int, ...], tuple[int, ...]], list[tuple[Head[Any, Any], EncodedRow]]] = {}
-            for head_index, head in enumerate(heads):
-                for row in rows[head_index][text_index]:
-                    key = (tuple(row.input_ids), tuple(row.token_type_ids))
-                    by_tokens.setdefault(key, []).append((head, row))
-            for group in by_tokens.values():
-                groups.append(group)
-        self._check_tokens(sum(len(group[0][1]) for group in groups), "inputs")
-        results = await self.batcher.submit_shared(groups, timeout=_time_left(context))
-        for group_results in results:
-            for result in group_results:
-                if isinstance(result, BaseException):
-                    raise result
-        tokens = sum(len(group[0][1]) * len(group) for group in groups)
-        return await self.offloader.run(
-            ("analyze-postprocess",),
-            tokens,
-            self._analyze_outputs,
+        plan = AnalyzePlan(
             heads,
-            items_per_head,
-            rows,
-            groups,
-            results,
-            len(texts),
+            [
+                self._analyze_items(index, head, options, texts)
+                for index, (head, (_, options)) in enumerate(zip(heads, requests))
+            ],
         )
+        _check_deadline(context, "before preprocessing")
+        size = sum(text_size(items) for items in plan.items)
+        await self.offloader.run(("analyze-preprocess",), size, plan.preprocess, self._guarded)
+        groups = plan.groups()
+        self._check_tokens(sum(len(group[0][1]) for group in groups), "inputs")
+        if groups:
+            plan.take_results(groups, await self.batcher.submit_shared(groups, timeout=_time_left(context)))
+        return await self.offloader.run(("analyze-postprocess",), plan.size(), plan.outputs, self._guarded)
 
     def _analyze_items(
         self, index: int, head: Head[Any, Any], options: Mapping[str, Any], texts: Sequence[tuple[str, str | None]]
@@ -207,50 +201,23 @@ class Runtime:
             items.append(self._parse_input(head, data, prefix=f"{where}.options"))
         return items
 
-    def _analyze_rows(
-        self, heads: Sequence[Head[Any, Any]], items_per_head: Sequence[Sequence[Any]]
-    ) -> list[list[list[EncodedRow]]]:
-        rows: list[list[list[EncodedRow]]] = []
-        violations: list[FieldViolation] = []
-        for head, items in zip(heads, items_per_head):
-            head_rows = []
-            for text_index, item in enumerate(items):
-                try:
-                    head_rows.append(head.preprocess(item))
-                except InputError as error:
-                    violations.append(
-                        FieldViolation(f"inputs[{text_index}]", f"head {head.name!r}: {error.description}")
-                    )
-                    head_rows.append([])
-            rows.append(head_rows)
-        _raise_for(violations)
-        return rows
+    def _guarded(self, head: Head[Any, Any], stage: str, function: Callable[..., T], *args: Any) -> T:
+        """`function(*args)`, a method of `head`; an unexpected exception becomes INTERNAL naming head and plugin.
 
-    @staticmethod
-    def _analyze_outputs(
-        heads: Sequence[Head[Any, Any]],
-        items_per_head: Sequence[Sequence[Any]],
-        rows: Sequence[Sequence[Sequence[EncodedRow]]],
-        groups: Sequence[Sequence[tuple[Head[Any, Any], EncodedRow]]],
-        results: Sequence[Sequence[Any]],
-        text_count: int,
-    ) -> list[list[dict[str, Any]]]:
-        result_of = {
-            id(row): result
-            for group, group_results in zip(groups, results)
-            for (_, row), result in zip(group, group_results)
-        }
-        outputs = []
-        for text_index in range(text_count):
-            per_head = []
-            for head_index, head in enumerate(heads):
-                head_rows = rows[head_index][text_index]
-                output = head.postprocess(
-                    items_per_head[head_index][text_index], head_rows, [result_of[id(row)] for row in head_rows]
-                )
-                per_head.append(head.render_output(output))
-            outputs.append(per_head)
-        return outputs
+        `InputError` and the server's own errors pass through: they already
+        say what the client did wrong.
+        """
+        try:
+            return function(*args)
+        except (InputError, BertServeError):
+            raise
+        except Exception as error:
+            origin = self.registry.origin(head)
+            log.error("%s failed in %s", origin, stage, exc_info=True)
+            raise HeadFailed(
+                f"{origin} failed in {stage}: {error!r}; see the server log",
+                metadata={"head": head.name, "stage": stage},
+            ) from error
 
     def _check_tokens(self, tokens: int, field: str) -> None:
         limit = self.config.max_tokens_per_request
@@ -265,8 +232,8 @@ class Runtime:
     async def warm_up(self) -> list[str]:
         """Run every loaded head once on its warm-up input; returns the heads that ran.
 
-        A head whose warm-up fails is logged and left serving: its error
-        will show on the first real request too, with the right status.
+        A head whose warm-up fails is marked FAILED with the reason: it is not
+        served, and health reports the services that need it NOT_SERVING.
         """
         warmed = []
         for record in self.registry.records():
@@ -274,12 +241,14 @@ class Runtime:
                 continue
             head = record.head
             try:
-                item = head.warmup_input()
+                item = self._guarded(head, "warmup_input", head.warmup_input)
                 if item is None:
                     continue
                 await self.run(head, [item], None, field_of=lambda _: "warmup")
-            except Exception:
-                log.warning("warm-up of head %r failed", head.name, exc_info=True)
+            except Exception as error:
+                message = error.message if isinstance(error, BertServeError) else repr(error)
+                record.fail(f"warm-up failed: {message}")
+                log.error("%s failed its warm-up and is not served: %s", record.origin, message)
                 continue
             warmed.append(head.name)
         return warmed
@@ -300,13 +269,13 @@ class Runtime:
 
     @staticmethod
     def _preprocess_all(
-        head: Head[Any, Any], items: Sequence[Any], field_of: Callable[[int], str]
+        head: Head[Any, Any], items: Sequence[Any], field_of: Callable[[int], str], guard: Guard
     ) -> list[list[EncodedRow]]:
         rows_per_item: list[list[EncodedRow]] = []
         violations: list[FieldViolation] = []
         for index, item in enumerate(items):
             try:
-                rows_per_item.append(head.preprocess(item))
+                rows_per_item.append(guard(head, "preprocess", head.preprocess, item))
             except InputError as error:
                 violations.append(FieldViolation(_field_path(field_of(index), error.field), error.description))
         _raise_for(violations)
@@ -318,11 +287,14 @@ class Runtime:
         items: Sequence[Any],
         rows_per_item: Sequence[Sequence[EncodedRow]],
         results: Sequence[Any],
+        guard: Guard,
     ) -> list[Any]:
         outputs = []
         offset = 0
         for item, rows in zip(items, rows_per_item):
-            outputs.append(head.postprocess(item, rows, results[offset : offset + len(rows)]))
+            outputs.append(
+                guard(head, "postprocess", head.postprocess, item, rows, results[offset : offset + len(rows)])
+            )
             offset += len(rows)
         return outputs
 

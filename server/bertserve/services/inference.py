@@ -6,6 +6,7 @@ import grpc
 from bertserve_client.v1 import inference_pb2, inference_pb2_grpc
 from google.protobuf import json_format, struct_pb2
 
+from ..errors import BertServeError, code_number
 from ..runtime import Runtime
 
 
@@ -37,11 +38,21 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
         return inference_pb2.AnalyzeResponse(
             results=[
                 inference_pb2.AnalyzeResult(
-                    outputs=[
-                        inference_pb2.HeadOutput(head=name, output=to_struct(output))
-                        for (name, _), output in zip(heads, per_head)
-                    ]
+                    outputs=[head_output(name, output) for (name, _), output in zip(heads, per_head)]
                 )
                 for per_head in outputs
             ]
         )
+
+
+def head_output(name: str, output: dict[str, object] | BertServeError) -> inference_pb2.HeadOutput:
+    """One head's Analyze output for one input, or its error in place."""
+    if not isinstance(output, BertServeError):
+        return inference_pb2.HeadOutput(head=name, output=to_struct(output))
+    error = inference_pb2.HeadError(
+        code=code_number(output),
+        message=output.message,
+        reason=output.reason,
+        field=output.field_violations[0].field if output.field_violations else "",
+    )
+    return inference_pb2.HeadOutput(head=name, error=error)

@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x62\x65rtserve/v1/inference.proto\x12\x0c\x62\x65rtserve.v1\x1a\x1cgoogle/protobuf/struct.proto\"F\n\x0ePredictRequest\x12\x0c\n\x04head\x18\x01 \x01(\t\x12&\n\x05input\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\":\n\x0fPredictResponse\x12\'\n\x06output\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\"f\n\x0e\x41nalyzeRequest\x12*\n\x06inputs\x18\x01 \x03(\x0b\x32\x1a.bertserve.v1.AnalyzeInput\x12(\n\x05heads\x18\x02 \x03(\x0b\x32\x19.bertserve.v1.HeadOptions\"/\n\x0c\x41nalyzeInput\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\ttext_pair\x18\x02 \x01(\t\"E\n\x0bHeadOptions\x12\x0c\n\x04head\x18\x01 \x01(\t\x12(\n\x07options\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"?\n\x0f\x41nalyzeResponse\x12,\n\x07results\x18\x01 \x03(\x0b\x32\x1b.bertserve.v1.AnalyzeResult\":\n\rAnalyzeResult\x12)\n\x07outputs\x18\x01 \x03(\x0b\x32\x18.bertserve.v1.HeadOutput\"C\n\nHeadOutput\x12\x0c\n\x04head\x18\x01 \x01(\t\x12\'\n\x06output\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct2\xa2\x01\n\x10InferenceService\x12\x46\n\x07Predict\x12\x1c.bertserve.v1.PredictRequest\x1a\x1d.bertserve.v1.PredictResponse\x12\x46\n\x07\x41nalyze\x12\x1c.bertserve.v1.AnalyzeRequest\x1a\x1d.bertserve.v1.AnalyzeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x62\x65rtserve/v1/inference.proto\x12\x0c\x62\x65rtserve.v1\x1a\x1cgoogle/protobuf/struct.proto\"F\n\x0ePredictRequest\x12\x0c\n\x04head\x18\x01 \x01(\t\x12&\n\x05input\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\":\n\x0fPredictResponse\x12\'\n\x06output\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\"f\n\x0e\x41nalyzeRequest\x12*\n\x06inputs\x18\x01 \x03(\x0b\x32\x1a.bertserve.v1.AnalyzeInput\x12(\n\x05heads\x18\x02 \x03(\x0b\x32\x19.bertserve.v1.HeadOptions\"/\n\x0c\x41nalyzeInput\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\ttext_pair\x18\x02 \x01(\t\"E\n\x0bHeadOptions\x12\x0c\n\x04head\x18\x01 \x01(\t\x12(\n\x07options\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"?\n\x0f\x41nalyzeResponse\x12,\n\x07results\x18\x01 \x03(\x0b\x32\x1b.bertserve.v1.AnalyzeResult\":\n\rAnalyzeResult\x12)\n\x07outputs\x18\x01 \x03(\x0b\x32\x18.bertserve.v1.HeadOutput\"k\n\nHeadOutput\x12\x0c\n\x04head\x18\x01 \x01(\t\x12\'\n\x06output\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12&\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x17.bertserve.v1.HeadError\"I\n\tHeadError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\r\n\x05\x66ield\x18\x04 \x01(\t2\xa2\x01\n\x10InferenceService\x12\x46\n\x07Predict\x12\x1c.bertserve.v1.PredictRequest\x1a\x1d.bertserve.v1.PredictResponse\x12\x46\n\x07\x41nalyze\x12\x1c.bertserve.v1.AnalyzeRequest\x1a\x1d.bertserve.v1.AnalyzeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -48,7 +48,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ANALYZERESULT']._serialized_start=497
   _globals['_ANALYZERESULT']._serialized_end=555
   _globals['_HEADOUTPUT']._serialized_start=557
-  _globals['_HEADOUTPUT']._serialized_end=624
-  _globals['_INFERENCESERVICE']._serialized_start=627
-  _globals['_INFERENCESERVICE']._serialized_end=789
+  _globals['_HEADOUTPUT']._serialized_end=664
+  _globals['_HEADERROR']._serialized_start=666
+  _globals['_HEADERROR']._serialized_end=739
+  _globals['_INFERENCESERVICE']._serialized_start=742
+  _globals['_INFERENCESERVICE']._serialized_end=904
 # @@protoc_insertion_point(module_scope)

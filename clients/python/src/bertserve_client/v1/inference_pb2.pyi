@@ -59,9 +59,23 @@ class AnalyzeResult(_message.Message):
     def __init__(self, outputs: _Optional[_Iterable[_Union[HeadOutput, _Mapping]]] = ...) -> None: ...
 
 class HeadOutput(_message.Message):
-    __slots__ = ("head", "output")
+    __slots__ = ("head", "output", "error")
     HEAD_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
     head: str
     output: _struct_pb2.Struct
-    def __init__(self, head: _Optional[str] = ..., output: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+    error: HeadError
+    def __init__(self, head: _Optional[str] = ..., output: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., error: _Optional[_Union[HeadError, _Mapping]] = ...) -> None: ...
+
+class HeadError(_message.Message):
+    __slots__ = ("code", "message", "reason", "field")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    reason: str
+    field: str
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., reason: _Optional[str] = ..., field: _Optional[str] = ...) -> None: ...
