@@ -51,6 +51,10 @@ def test_generic_subcommands_print_json(server: BackgroundServer, capsys) -> Non
         main(["analyze", "the [MASK] was great", "--heads", "sentiment", "fill-mask", "--target", server.address]) == 0
     )
     assert set(json.loads(capsys.readouterr().out)) == {"sentiment", "fill-mask"}
+    assert main(["analyze", "no mask", "--heads", "sentiment", "fill-mask", "--target", server.address]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["sentiment"]["label"] and printed["fill-mask"]["error"]["code"] == "INVALID_ARGUMENT"
+    assert printed["fill-mask"]["error"]["field"] == "inputs[0]"
     assert main(["predict", "sentiment", "not json", "--target", server.address]) == 2
     assert main(["predict", "sentiment", '{"txt": "x"}', "--target", server.address]) == 1
     assert "input.txt" in capsys.readouterr().err

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import re
+from pathlib import Path
 
+import grpc
 import pytest
 from bertserve.background import BackgroundServer
 from bertserve_client import (
@@ -11,12 +14,23 @@ from bertserve_client import (
     AsyncBertServeClient,
     BertServeClient,
     FillMaskResult,
+    HeadOutputError,
     HeadState,
     InvalidArgumentError,
     NotFoundError,
 )
 
 CONTEXT = "john went home at night . mary went to school in the day ."
+PROTOS = Path(__file__).resolve().parents[1] / "protos" / "bertserve" / "v1"
+
+
+def proto_default(proto: str, field: str) -> int:
+    """The default a .proto comment states for ``field`` ("... 0 means N."), which the server applies."""
+    text = (PROTOS / proto).read_text()
+    # The comment lines right above the field, one of them saying "0 means N".
+    found = re.search(rf"//[^\n]*\b0 means (\d+)\b[^\n]*\n(?:\s*//[^\n]*\n)*\s*\w+ {field} = \d+;", text)
+    assert found, f"{proto} states no default for {field}"
+    return int(found.group(1))
 
 
 def test_sync_client_single_and_list_inputs(server: BackgroundServer) -> None:
@@ -73,6 +87,9 @@ def test_async_client_runs_concurrent_calls(server: BackgroundServer) -> None:
                 client.answer("where did mary go ?", CONTEXT),
             )
             assert len(results[1]) == 2 and results[3].best is not None
+            # Options left out are the server's defaults, as the .proto comments state them.
+            assert len(results[0].masks[0].predictions) == proto_default("fill_mask.proto", "top_k")
+            assert len(results[3].answers) == proto_default("question_answering.proto", "top_k")
             with pytest.raises(InvalidArgumentError):
                 await client.sentiment("")
 
@@ -91,9 +108,12 @@ def test_generic_calls_against_the_real_server(server: BackgroundServer) -> None
         analyzed = client.analyze(texts, ["sentiment", ("fill-mask", {"top_k": 2})])
         assert analyzed[0]["sentiment"]["label"] == client.sentiment(texts[0]).label
         assert len(analyzed[1]["fill-mask"]["masks"][0]["predictions"]) == 2
-        with pytest.raises(InvalidArgumentError) as raised:
-            client.analyze("no mask here", ["fill-mask"])
-        assert "inputs[0]" in {v.field for v in raised.value.field_violations}
+        # A head that cannot take an input fails there alone, in place of its output.
+        outputs = client.analyze("no mask here", ["fill-mask", "sentiment"])
+        failed = outputs["fill-mask"]
+        assert isinstance(failed, HeadOutputError) and failed.head == "fill-mask"
+        assert (failed.code, failed.field) == (grpc.StatusCode.INVALID_ARGUMENT, "inputs[0]")
+        assert not isinstance(outputs["sentiment"], HeadOutputError) and outputs["sentiment"]["label"]
         with pytest.raises(InvalidArgumentError) as raised:
             client.predict("sentiment", {"text": 5})
         assert [v.field for v in raised.value.field_violations] == ["input.text"]

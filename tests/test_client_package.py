@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import inspect
 import os
+import pickle
 import shutil
 import subprocess
 import sys
@@ -28,6 +30,7 @@ from bertserve_client import (
     FieldViolation,
     FillMaskResult,
     HeadInfo,
+    HeadOutputError,
     HeadState,
     InternalError,
     InvalidArgumentError,
@@ -38,6 +41,7 @@ from bertserve_client import (
     SentimentResult,
     ServerInfo,
     UnavailableError,
+    _methods,
     _requests,
     dict_to_struct,
     error_from_rpc,
@@ -128,6 +132,37 @@ def test_client_package_exports() -> None:
     assert {"dict_to_struct", "struct_to_dict"} <= set(bertserve_client.__all__)
     for cls in (BertServeClient, AsyncBertServeClient):
         assert all(callable(getattr(cls, name, None)) for name in ("get_head", "predict", "analyze")), cls
+
+
+RPC_METHODS = (
+    "fill_mask",
+    "next_sentence",
+    "sentiment",
+    "answer",
+    "server_info",
+    "list_heads",
+    "get_head",
+    "predict",
+    "analyze",
+)
+
+
+@pytest.mark.parametrize("name", RPC_METHODS)
+def test_both_clients_take_their_rpc_methods_from_one_table(name: str) -> None:
+    plan = getattr(_methods, name)
+    planned = inspect.signature(plan)
+    for cls in (BertServeClient, AsyncBertServeClient):
+        method = getattr(cls, name)
+        assert method.__name__ == name and method.__qualname__ == f"{cls.__name__}.{name}"
+        assert method.__doc__ == plan.__doc__ and method.__doc__
+        assert inspect.iscoroutinefunction(method) is (cls is AsyncBertServeClient)
+        signature = inspect.signature(method)
+        assert list(signature.parameters)[0] == "self"
+        assert list(signature.parameters.values())[1:] == list(planned.parameters.values())
+        assert f"Call[{signature.return_annotation}]" == planned.return_annotation
+    # A bound method shows the caller's parameters, as any method does.
+    with BertServeClient("127.0.0.1:1") as client:
+        assert inspect.signature(getattr(client, name)).parameters == planned.parameters
 
 
 # --- errors -------------------------------------------------------------------
@@ -585,6 +620,69 @@ def test_analyze_checks_the_response_shape() -> None:
         prepared.convert(response)
 
 
+def test_analyze_puts_a_head_error_in_place_of_its_output() -> None:
+    prepared = _requests.prepare_analyze(["a [MASK]", "no mask"], ["fill-mask", "sentiment"])
+    response = _analyze_response(prepared.request)
+    failed = response.results[1].outputs[0]
+    failed.ClearField("output")
+    failed.error.CopyFrom(
+        inference_pb2.HeadError(
+            code=code_pb2.INVALID_ARGUMENT,
+            message="head 'fill-mask' cannot take inputs[1]: text has no mask token",
+            reason="MASK_TOKEN_MISSING",
+            field="inputs[1]",
+        )
+    )
+    results = prepared.convert(response)
+    assert isinstance(results, list) and [list(r) for r in results] == [["fill-mask", "sentiment"]] * 2
+    error = results[1]["fill-mask"]
+    assert isinstance(error, HeadOutputError) and isinstance(error, BertServeError)
+    assert (error.head, error.code, error.message, error.reason, error.field) == (
+        "fill-mask",
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "head 'fill-mask' cannot take inputs[1]: text has no mask token",
+        "MASK_TOKEN_MISSING",
+        "inputs[1]",
+    )
+    assert "INVALID_ARGUMENT" in str(error) and "MASK_TOKEN_MISSING" in str(error) and "inputs[1]" in str(error)
+    # The other head on that input, and every head on the other input, are answered as usual.
+    _assert_same_json(results[1]["sentiment"], {"text": "no mask", "pair": "", "index": 1, "p": 0.5})
+    _assert_same_json(results[0]["fill-mask"], {"text": "a [MASK]", "pair": "", "index": 0, "p": 0.5})
+    # Results may cross process boundaries: every attribute survives pickling.
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is HeadOutputError
+    assert (copy.head, copy.code, copy.message, copy.reason, copy.field) == (
+        error.head,
+        error.code,
+        error.message,
+        error.reason,
+        error.field,
+    )
+
+
+def test_head_error_with_only_a_code_or_none() -> None:
+    error = HeadOutputError.from_proto("qa", inference_pb2.HeadError(code=code_pb2.INTERNAL))
+    assert (error.code, error.reason, error.field) == (grpc.StatusCode.INTERNAL, None, None)
+    assert error.message == "head 'qa' failed with INTERNAL"
+    # OK is no failure's code, and a code this client does not know is no better.
+    for code in (code_pb2.OK, 99):
+        assert HeadOutputError.from_proto("qa", inference_pb2.HeadError(code=code)).code is grpc.StatusCode.UNKNOWN
+
+
+def test_options_left_as_none_are_the_servers_defaults() -> None:
+    # None sends nothing (proto3's 0, "unset"): the server applies its default.
+    request = _requests.prepare_fill_mask("[MASK]", top_k=None, targets=None, truncate=False, head="").request
+    assert request == fill_mask_pb2.FillMaskRequest(texts=["[MASK]"])
+    request = _requests.prepare_answer(
+        "q", "c", top_k=None, max_answer_length=None, doc_stride=None, allow_no_answer=None, head=""
+    ).request
+    assert request == question_answering_pb2.AnswerQuestionRequest(
+        inputs=[question_answering_pb2.QuestionContext(question="q", context="c")]
+    )
+    request = _requests.prepare_fill_mask("[MASK]", top_k=3, targets=None, truncate=False, head="").request
+    assert request.top_k == 3
+
+
 def test_analyze_rejects_a_head_listed_twice() -> None:
     with pytest.raises(ValueError, match="'sentiment' is listed twice"):
         _requests.prepare_analyze("t", ["sentiment", ("sentiment", {"truncate": True})])
@@ -607,6 +705,13 @@ def test_analyze_rejects_a_head_listed_twice() -> None:
         lambda: _requests.prepare_sentiment(b"bytes", truncate=False, head=""),
         lambda: _requests.prepare_sentiment(["ok", 3], truncate=False, head=""),
         lambda: _requests.prepare_fill_mask("[MASK]", top_k=5, targets="paris", truncate=False, head=""),
+        lambda: _requests.prepare_fill_mask("[MASK]", top_k="5", targets=None, truncate=False, head=""),
+        lambda: _requests.prepare_answer(
+            "q", "c", top_k=True, max_answer_length=None, doc_stride=None, allow_no_answer=None, head=""
+        ),
+        lambda: _requests.prepare_answer(
+            "q", "c", top_k=None, max_answer_length=None, doc_stride=1.5, allow_no_answer=None, head=""
+        ),
         lambda: _requests.prepare_next_sentence("first only", None, truncate=False, head=""),
         lambda: _requests.prepare_next_sentence(["ab"], None, truncate=False, head=""),
         lambda: _requests.prepare_next_sentence([("a", "b")], "c", truncate=False, head=""),
@@ -800,7 +905,7 @@ def test_sync_client_end_to_end(fake_server: FakeServer) -> None:
         )
         many = client.fill_mask(["x [MASK]", "y [MASK]"])
         assert [r.masks[0].predictions[0].sequence for r in many] == ["x [MASK]", "y [MASK]"]
-        assert fake_server.servicer.requests[-1].top_k == 5
+        assert fake_server.servicer.requests[-1].top_k == 0  # unset: the server's default
 
         assert client.next_sentence("a", "b") == NextSentenceResult(0.75, True)
         assert [r.is_next for r in client.next_sentence([("a", "b"), ("c", "")])] == [True, False]
@@ -813,7 +918,10 @@ def test_sync_client_end_to_end(fake_server: FakeServer) -> None:
         assert fake_server.servicer.requests[-1].no_answer_policy == question_answering_pb2.NO_ANSWER_POLICY_NEVER
         assert [r.best.text for r in client.answer([("q", "xyz"), ("q", "uvw")])] == ["xy", "uv"]  # type: ignore[union-attr]
         request = fake_server.servicer.requests[-1]
-        assert (request.top_k, request.max_answer_length, request.doc_stride) == (1, 15, 128)
+        assert (request.top_k, request.max_answer_length, request.doc_stride) == (0, 0, 0)  # the server's defaults
+        client.answer("q", "c", top_k=3, max_answer_length=20, doc_stride=None)
+        request = fake_server.servicer.requests[-1]
+        assert (request.top_k, request.max_answer_length, request.doc_stride) == (3, 20, 0)
 
         info = client.server_info()
         assert (info.mask_token, info.plugin_api_version) == ("[MASK]", "1.0")

@@ -222,7 +222,19 @@ def _predict(args: argparse.Namespace) -> int:
 def _analyze(args: argparse.Namespace) -> int:
     text = (args.text, args.text_pair) if args.text_pair else args.text
     args.json = True
-    return _run_client_call(args, lambda c: c.analyze([text], args.heads)[0])
+    return _run_client_call(args, lambda c: _analyzed(c.analyze([text], args.heads)[0]))
+
+
+def _analyzed(outputs: dict[str, Any]) -> dict[str, Any]:
+    """Analyze outputs for JSON: a head that failed on the text shows its error in place."""
+    from bertserve_client import HeadOutputError
+
+    return {
+        head: {"error": {"code": out.code.name, "message": out.message, "reason": out.reason, "field": out.field}}
+        if isinstance(out, HeadOutputError)
+        else out
+        for head, out in outputs.items()
+    }
 
 
 def _render(result: Any) -> str:

@@ -7,12 +7,15 @@ sequence of inputs). The clients only send the request and apply ``convert``.
 Only argument *types* are checked here; values are the server's to judge,
 except those the client cannot send or represent faithfully: a non-finite
 number or an int beyond 2**53 in a JSON input, and a head listed twice in
-Analyze (whose results are keyed by head name) raise ValueError.
+Analyze (whose results are keyed by head name) raise ValueError. An option
+given as None is left unset (0) on the wire, where it means "the server's
+default": the defaults live in the server and the .proto comments only.
 """
 
 from __future__ import annotations
 
 import enum
+import numbers
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Generic, TypeAlias, TypeVar
@@ -20,7 +23,7 @@ from typing import Any, Final, Generic, TypeAlias, TypeVar
 import grpc
 from google.protobuf.message import Message
 
-from .errors import InternalError, UnavailableError, error_from_rpc
+from .errors import HeadOutputError, InternalError, UnavailableError, error_from_rpc
 from .results import (
     AnswerResult,
     FillMaskResult,
@@ -62,10 +65,11 @@ USE_CLIENT_DEFAULT: Final = UseClientDefault.USE_CLIENT_DEFAULT
 Timeout: TypeAlias = float | UseClientDefault | None
 
 # What Analyze takes: a text or a (text, text_pair) pair; a head name or a
-# (head name, options) pair; and what it gives per input: each head's output.
+# (head name, options) pair; and what it gives per input: each head's output,
+# or why that head has none.
 AnalyzeText: TypeAlias = str | tuple[str, str]
 AnalyzeHead: TypeAlias = str | tuple[str, Mapping[str, Any]]
-AnalyzeOutputs: TypeAlias = dict[str, dict[str, Any]]
+AnalyzeOutputs: TypeAlias = dict[str, dict[str, Any] | HeadOutputError]
 
 
 def resolve_timeout(timeout: float | UseClientDefault | None, default: float | None) -> float | None:
@@ -96,7 +100,7 @@ class Prepared(Generic[T]):
 def prepare_fill_mask(
     text_or_texts: str | Sequence[str],
     *,
-    top_k: int,
+    top_k: int | None,
     targets: Sequence[str] | None,
     truncate: bool,
     head: str,
@@ -105,7 +109,7 @@ def prepare_fill_mask(
     texts, single = _texts(text_or_texts, "text_or_texts")
     request = fill_mask_pb2.FillMaskRequest(
         texts=texts,
-        top_k=top_k,
+        top_k=_server_default_if_none(top_k, "top_k"),
         targets=_strings(targets, "targets") if targets is not None else [],
         truncate=truncate,
         head=head,
@@ -143,9 +147,9 @@ def prepare_answer(
     question: str | Sequence[tuple[str, str]],
     context: str | None,
     *,
-    top_k: int,
-    max_answer_length: int,
-    doc_stride: int,
+    top_k: int | None,
+    max_answer_length: int | None,
+    doc_stride: int | None,
     allow_no_answer: bool | None,
     head: str,
 ) -> Prepared[AnswerResult | list[AnswerResult]]:
@@ -159,9 +163,9 @@ def prepare_answer(
         policy = question_answering_pb2.NO_ANSWER_POLICY_NEVER
     request = question_answering_pb2.AnswerQuestionRequest(
         inputs=[question_answering_pb2.QuestionContext(question=q, context=c) for q, c in pairs],
-        top_k=top_k,
-        max_answer_length=max_answer_length,
-        doc_stride=doc_stride,
+        top_k=_server_default_if_none(top_k, "top_k"),
+        max_answer_length=_server_default_if_none(max_answer_length, "max_answer_length"),
+        doc_stride=_server_default_if_none(doc_stride, "doc_stride"),
         no_answer_policy=policy,
         head=head,
     )
@@ -197,6 +201,7 @@ def prepare_analyze(
     """Build an AnalyzeRequest; converts to one {head: output} dict per input (one dict for a str).
 
     Outputs are keyed by head name, so a head may appear only once in ``heads``.
+    A head that failed on an input maps to a :class:`HeadOutputError` there.
     """
     if isinstance(texts, str):
         inputs, single = [inference_pb2.AnalyzeInput(text=texts)], True
@@ -228,10 +233,16 @@ def prepare_analyze(
             got = [o.head for o in result.outputs]
             if got != names:
                 raise InternalError(f"server returned outputs of heads {got} for heads {names}")
-            results.append({o.head: struct_to_dict(o.output) for o in result.outputs})
+            results.append({o.head: _head_output(o) for o in result.outputs})
         return results[0] if single else results
 
     return Prepared(inference_pb2.AnalyzeRequest(inputs=inputs, heads=options), convert)
+
+
+def _head_output(output: inference_pb2.HeadOutput) -> dict[str, Any] | HeadOutputError:
+    if output.HasField("error"):
+        return HeadOutputError.from_proto(output.head, output.error)
+    return struct_to_dict(output.output)
 
 
 def _analyze_input(item: Any, index: int) -> inference_pb2.AnalyzeInput:
@@ -247,6 +258,15 @@ def _items(values: Iterable[T], message: str) -> list[T]:
     if isinstance(values, (str, bytes, bytearray)) or not isinstance(values, Iterable):
         raise TypeError(f"{message}, not {type(values).__name__}")
     return list(values)
+
+
+def _server_default_if_none(value: int | None, name: str) -> int:
+    # 0 is proto3's unset value: the server applies its default.
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):  # int, and e.g. numpy integers
+        raise TypeError(f"{name} must be an int or None, not {type(value).__name__}")
+    return int(value)
 
 
 def _check_str(value: Any, name: str) -> None:

@@ -5,11 +5,14 @@ gRPC status code. The server attaches a ``google.rpc.Status`` (AIP-193) in the
 ``grpc-status-details-bin`` trailer; its ``ErrorInfo``, ``BadRequest`` and
 ``RetryInfo`` details are decoded onto the exception, so callers can branch
 on ``reason``, show ``field_violations`` and wait ``retry_delay`` without
-touching protobuf.
+touching protobuf. :class:`HeadOutputError` is the one error that is not
+raised: Analyze returns it in place of the output of a head that failed on
+one input.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -18,16 +21,21 @@ import grpc
 from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped, unused-ignore]
 
+from .v1 import inference_pb2
+
 __all__ = [
     "BertServeError",
     "DeadlineExceededError",
     "FailedPreconditionError",
     "FieldViolation",
+    "HeadOutputError",
     "InternalError",
     "InvalidArgumentError",
     "NotFoundError",
+    "PermissionDeniedError",
     "RequestCancelledError",
     "ResourceExhaustedError",
+    "UnauthenticatedError",
     "UnavailableError",
     "error_from_rpc",
 ]
@@ -156,6 +164,66 @@ class InternalError(BertServeError):
 
     default_code = grpc.StatusCode.INTERNAL
 
+
+class HeadOutputError(BertServeError):
+    """Why one head gave no output for one input of Analyze, in place of that output.
+
+    :meth:`~bertserve_client.BertServeClient.analyze` does not raise it: it
+    puts it in the input's ``{head: output}`` dict where the head's output
+    would be, and the other heads and inputs are answered as usual. Tell the
+    two apart with ``isinstance(output, HeadOutputError)``; ``raise`` it to
+    fail the way the whole call would have.
+
+    Attributes:
+        head: The head that failed.
+        code: The status code this failure would have as a call's status:
+            INVALID_ARGUMENT for input this head refuses, INTERNAL for a
+            failure inside the head.
+        message: What went wrong, naming the head.
+        reason: UPPER_SNAKE reason (e.g. ``"HEAD_FAILED"``), when sent.
+        field: The request field at fault (e.g. ``"inputs[2]"``), when one is.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        head: str,
+        code: grpc.StatusCode | None = None,
+        reason: str | None = None,
+        field: str | None = None,
+    ) -> None:
+        super().__init__(message, code=code, reason=reason)
+        self.head = head
+        self.field = field
+
+    @classmethod
+    def from_proto(cls, head: str, error: inference_pb2.HeadError) -> HeadOutputError:
+        """Build from the ``bertserve.v1.HeadError`` of head ``head``'s ``HeadOutput``."""
+        code = _CODE_BY_NUMBER.get(error.code, grpc.StatusCode.UNKNOWN)
+        message = error.message or f"head {head!r} failed with {code.name}"
+        return cls(message, head=head, code=code, reason=error.reason or None, field=error.field or None)
+
+    def __str__(self) -> str:
+        return super().__str__() + (f" (field {self.field})" if self.field else "")
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(head={self.head!r}, code={self.code.name}, message={self.message!r}, "
+            f"reason={self.reason!r}, field={self.field!r})"
+        )
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        # Results travel between processes: keep every attribute when pickled.
+        rebuild = functools.partial(type(self), head=self.head, code=self.code, reason=self.reason, field=self.field)
+        return rebuild, (self.message,)
+
+
+# google.rpc.Code numbers (HeadError.code) are the numbers of grpc's status codes;
+# OK (0) is no failure's code, so it reads as UNKNOWN.
+_CODE_BY_NUMBER: dict[int, grpc.StatusCode] = {
+    code.value[0]: code for code in grpc.StatusCode if code is not grpc.StatusCode.OK
+}
 
 _CLASS_BY_CODE: dict[grpc.StatusCode, type[BertServeError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
