@@ -23,11 +23,11 @@ from pathlib import Path
 
 import torch
 from bench_throughput import write_head
-from bertserve import SharedEncoder
 from bertserve.background import BackgroundServer
 from bertserve.config import ServerConfig
-from bertserve.default_model import default_model_path
-from bertserve.plugin_manager import discover_plugins
+from bertserve.model.default_model import default_model_path
+from bertserve.model.encoder import SharedEncoder
+from bertserve.model.plugins import discover_plugins
 from bertserve_client import BertServeClient
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "plugins" / "examples" / "src"

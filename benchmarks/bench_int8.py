@@ -15,7 +15,7 @@ Two measurements, side by side in one run:
    the float32 answer's mean probability (low: the answers are unsure), the
    mean absolute difference of that probability between the two, and the
    seconds each server took for that head (whole requests, sequential: the
-   heads' own private layers stay float32, see `bertserve.quantize`).
+   heads' own private layers stay float32, see `bertserve.nn.quantize`).
 
 Inputs are made offline and deterministically (seed 0) from the peer kit's
 seeded pool of 512 sentences of 5-100 words (``../shared/peers/sentences.py``
@@ -53,9 +53,9 @@ import torch
 from bertserve.app import load_encoder
 from bertserve.background import BackgroundServer
 from bertserve.config import ServerConfig
-from bertserve.encoder import SharedEncoder
-from bertserve.heads import EncodedRow
-from bertserve.text import encode
+from bertserve.model.encoder import SharedEncoder
+from bertserve.plugin.head import EncodedRow
+from bertserve.plugin.text import encode
 from bertserve_client import BertServeClient
 
 PEERS = Path(__file__).resolve().parents[2] / "shared" / "peers"

@@ -62,7 +62,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bertserve.memory import IDLE_TRIM_SECONDS
+from bertserve.runtime.memory import IDLE_TRIM_SECONDS
 
 CONCURRENCY = 8
 QA_DOC_STRIDE = 128
@@ -500,7 +500,7 @@ class Workload:
 
 
 def make_workload(encoder: Any, pool: int) -> Workload:
-    from bertserve import EncodedRow, context_room, encode, tokenize_windows
+    from bertserve.plugin import EncodedRow, context_room, encode, tokenize_windows
     from bertserve_heads.question_answering import MAX_WINDOW
 
     tokenizer = encoder.tokenizer
@@ -666,8 +666,8 @@ def main() -> None:
     pool = 16 if args.quick else 64
 
     import torch
-    from bertserve import SharedEncoder
-    from bertserve.default_model import default_model_path
+    from bertserve.model.default_model import default_model_path
+    from bertserve.model.encoder import SharedEncoder
     from transformers import BertModel
 
     started = time.monotonic()

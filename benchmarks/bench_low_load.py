@@ -37,8 +37,8 @@ from typing import Any
 import grpc
 import torch
 from bench_throughput import write_head
-from bertserve import SharedEncoder
-from bertserve.default_model import default_model_path
+from bertserve.model.default_model import default_model_path
+from bertserve.model.encoder import SharedEncoder
 from bertserve_client.v1 import sentiment_pb2, sentiment_pb2_grpc
 from safetensors.torch import load_file
 from transformers import AutoTokenizer, BertModel

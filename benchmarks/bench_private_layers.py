@@ -25,9 +25,9 @@ from pathlib import Path
 import torch
 from bertserve.app import load_encoder
 from bertserve.config import ServerConfig
-from bertserve.encoder import SharedEncoder
-from bertserve.head_modules import EncoderHead, HeadArchitecture
-from bertserve.heads import EncodedRow
+from bertserve.model.encoder import SharedEncoder
+from bertserve.plugin.head import EncodedRow
+from bertserve.plugin.modules import EncoderHead, HeadArchitecture
 from bertserve.training import FeatureOptions, TrainingOptions, evaluate_head, load_served_head, train_head
 from bertserve.training.data import read_labeled_texts
 from bertserve.training.examples import classification_row

@@ -26,7 +26,7 @@ import urllib.request
 
 from bertserve.background import BackgroundServer
 from bertserve.config import LoggingConfig, MetricsConfig, SecurityConfig, ServerConfig
-from bertserve.logs import REQUEST_LOGGER, configure_logging
+from bertserve.wire.logs import REQUEST_LOGGER, configure_logging
 from bertserve_client import BertServeClient
 
 TEXT = "the acting was honest and warm"

@@ -33,11 +33,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
-from bertserve import HeadFileMetadata, SharedEncoder, save_head_file
 from bertserve.background import BackgroundServer
 from bertserve.config import BatchingConfig, MetricsConfig, ServerConfig
-from bertserve.default_model import default_model_path
-from bertserve.heads import EncodedRow
+from bertserve.model.default_model import default_model_path
+from bertserve.model.encoder import SharedEncoder
+from bertserve.plugin import HeadFileMetadata, save_head_file
+from bertserve.plugin.head import EncodedRow
 from bertserve_client import AsyncBertServeClient
 from transformers import AutoTokenizer, BertConfig, BertModel
 

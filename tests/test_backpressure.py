@@ -209,8 +209,8 @@ class _SpentContext:
 
 
 def test_deadline_spent_before_queueing_is_refused_without_a_forward(limited: BackgroundServer) -> None:
-    from bertserve import TextClassificationInput
-    from bertserve.errors import DeadlineExceeded
+    from bertserve.plugin import TextClassificationInput
+    from bertserve.plugin.errors import DeadlineExceeded
 
     runtime = limited.runtime
     before = runtime.batcher.stats.rows

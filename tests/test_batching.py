@@ -14,8 +14,8 @@ import time
 import grpc
 import pytest
 from bertserve.background import BackgroundServer
-from bertserve.batcher import select_batch
-from bertserve.tasks import QuestionAnsweringInput
+from bertserve.plugin.tasks import QuestionAnsweringInput
+from bertserve.runtime.batcher import select_batch
 from bertserve_client.v1 import (
     fill_mask_pb2 as fm,
     fill_mask_pb2_grpc as fm_grpc,

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from bertserve.background import BackgroundServer
 from bertserve.config import ServerConfig
-from bertserve.encoder import SharedEncoder
-from bertserve.headfile import read_head_metadata
+from bertserve.model.encoder import SharedEncoder
+from bertserve.plugin.headfile import read_head_metadata
 from bertserve.training import evaluate_head, load_served_head
 from bertserve_client import BertServeClient, HeadState
 from bertserve_heads.default_heads import DEFAULT_HEADS_DIR
@@ -55,7 +55,7 @@ def held_out_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def default_encoder() -> SharedEncoder:
-    from bertserve.default_model import default_model_path
+    from bertserve.model.default_model import default_model_path
 
     return SharedEncoder.load(str(default_model_path()), device="cpu", dtype="float32")
 

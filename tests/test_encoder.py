@@ -7,8 +7,8 @@ from pathlib import Path
 import torch
 from bertserve.background import BackgroundServer
 from bertserve.config import ServerConfig
-from bertserve.encoder import SharedEncoder
-from bertserve.plugin_manager import HeadState
+from bertserve.model.encoder import SharedEncoder
+from bertserve.model.registry import HeadState
 from tiny_models import make_checkpoint
 from transformers import BertModel
 

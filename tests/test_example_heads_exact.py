@@ -22,12 +22,12 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from bertserve import EncoderOutputs, HeadLoadContext, HeadUnavailable, InputError
 from bertserve.background import BackgroundServer
 from bertserve.config import ServerConfig
-from bertserve.encoder import SharedEncoder
-from bertserve.errors import InvalidArgument
-from bertserve.schema import schema_violations
+from bertserve.model.encoder import SharedEncoder
+from bertserve.plugin import EncoderOutputs, HeadLoadContext, HeadUnavailable, InputError
+from bertserve.plugin.errors import InvalidArgument
+from bertserve.plugin.schema import schema_violations
 from bertserve_client.v1 import inference_pb2, inference_pb2_grpc
 from google.protobuf import json_format
 from safetensors import safe_open
@@ -328,7 +328,7 @@ def test_heads_load_as_plugins(running) -> None:  # type: ignore[no-untyped-def]
     assert records["token-classification"].state.value == "loaded"
     assert records["token-classification"].labels == LABELS
     assert records["sentence-embedding"].state.value == "loaded"
-    assert embedding_module.BERTSERVE_API_VERSION == token_module.BERTSERVE_API_VERSION == "1.0"
+    assert embedding_module.BERTSERVE_API_VERSION == token_module.BERTSERVE_API_VERSION == "1.1"
 
 
 def test_token_head_needs_a_fitting_head_file(running, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -11,7 +11,7 @@ import pytest
 from bertserve.app import server_options
 from bertserve.background import BackgroundServer
 from bertserve.config import SecurityConfig, ServerConfig
-from bertserve.logs import REQUEST_LOGGER
+from bertserve.wire.logs import REQUEST_LOGGER
 from bertserve_client.v1 import sentiment_pb2 as st, sentiment_pb2_grpc as st_grpc
 from certs import make_certs
 from grpc_health.v1 import health_pb2, health_pb2_grpc

@@ -27,15 +27,15 @@ from typing import Any
 import grpc
 import pytest
 import torch
-from bertserve import quantize
 from bertserve.background import BackgroundServer
 from bertserve.config import ServerConfig
-from bertserve.encoder import SharedEncoder, resolve_dtype
-from bertserve.head_modules import EncoderHead, HeadArchitecture
-from bertserve.headfile import save_head_file
-from bertserve.heads import EncodedRow
+from bertserve.model.encoder import SharedEncoder, resolve_dtype
+from bertserve.nn import quantize
+from bertserve.plugin.head import EncodedRow
+from bertserve.plugin.headfile import save_head_file
+from bertserve.plugin.modules import EncoderHead, HeadArchitecture
+from bertserve.plugin.trained import load_encoder_head
 from bertserve.settings import ConfigError, add_setting_flags, config_from_sources
-from bertserve.trained_heads import load_encoder_head
 from bertserve_client.v1 import inference_pb2 as inf, inference_pb2_grpc as inf_grpc, model_pb2, model_pb2_grpc
 from google.protobuf import json_format, struct_pb2
 from tiny_models import WORDS, head_metadata

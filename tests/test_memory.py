@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from bertserve import memory
 from bertserve.background import BackgroundServer
+from bertserve.runtime import memory
 from bertserve_client import BertServeClient
 
 
@@ -16,8 +16,8 @@ def test_release_free_memory_runs_where_glibc_is() -> None:
 
 def test_the_batcher_releases_memory_once_idle_after_forwards(server: BackgroundServer, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     calls: list[float] = []
-    monkeypatch.setattr("bertserve.batcher.IDLE_TRIM_SECONDS", 0.2)
-    monkeypatch.setattr("bertserve.batcher.release_free_memory", lambda: calls.append(time.monotonic()) or True)
+    monkeypatch.setattr("bertserve.runtime.batcher.IDLE_TRIM_SECONDS", 0.2)
+    monkeypatch.setattr("bertserve.runtime.batcher.release_free_memory", lambda: calls.append(time.monotonic()) or True)
     with BertServeClient(server.address) as client:
         client.sentiment("a good film")  # the batcher's next wait starts with the new idle time
         client.sentiment("a good film")

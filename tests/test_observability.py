@@ -16,7 +16,7 @@ import grpc
 import pytest
 from bertserve.background import BackgroundServer
 from bertserve.config import LoggingConfig, MetricsConfig, SecurityConfig, ServerConfig
-from bertserve.logs import REQUEST_LOGGER, JsonFormatter, configure_logging
+from bertserve.wire.logs import REQUEST_LOGGER, JsonFormatter, configure_logging
 from bertserve_client import BertServeClient, InvalidArgumentError
 from bertserve_client.v1 import sentiment_pb2 as st, sentiment_pb2_grpc as st_grpc
 from prometheus_client.parser import text_string_to_metric_families

@@ -7,9 +7,9 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from bertserve.offload import CostModel, Offloader
-from bertserve.runtime import text_size
-from bertserve.tasks import NextSentenceInput, QuestionAnsweringInput
+from bertserve.plugin.tasks import NextSentenceInput, QuestionAnsweringInput
+from bertserve.runtime.offload import CostModel, Offloader
+from bertserve.runtime.runner import text_size
 
 
 def test_cost_model_predicts_per_unit_and_smooths() -> None:

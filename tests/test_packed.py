@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from bertserve import packed
-from bertserve.encoder import SharedEncoder
-from bertserve.head_modules import copy_top_layers, run_layers
-from bertserve.heads import EncodedRow
+from bertserve.model.encoder import SharedEncoder
+from bertserve.nn import packed
+from bertserve.plugin.head import EncodedRow
+from bertserve.plugin.modules import copy_top_layers, run_layers
 from tiny_models import make_checkpoint
 from transformers import BertModel
 

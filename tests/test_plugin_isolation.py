@@ -12,12 +12,12 @@ import bertserve_heads.question_answering
 import bertserve_heads.sentiment
 import grpc
 import pytest
-from bertserve import EncodedRow, EncoderOutputs, ServiceDefinition, hookimpl
 from bertserve.background import BackgroundServer
 from bertserve.config import ServerConfig
-from bertserve.head_check import head_problems, hook_problems
-from bertserve.hookspecs import PROJECT_NAME, hook_names
-from bertserve.tasks import TextClassificationInput
+from bertserve.model.checks import head_problems, hook_problems
+from bertserve.plugin import EncodedRow, EncoderOutputs, ServiceDefinition, hookimpl
+from bertserve.plugin.hooks import PROJECT_NAME, hook_names
+from bertserve.plugin.tasks import TextClassificationInput
 from bertserve_client.v1 import (
     inference_pb2,
     inference_pb2_grpc,
@@ -284,7 +284,7 @@ def test_head_problems_name_each_broken_part() -> None:
 
 
 def test_a_head_without_a_usable_name_refuses_the_plugin(tiny_config: ServerConfig) -> None:
-    from bertserve.plugin_manager import register_plugins
+    from bertserve.model.plugins import register_plugins
 
     registry = register_plugins(tiny_config, [("nameless", _plugin(_sentiment_like("has space")))])
     (problem,) = registry.problems

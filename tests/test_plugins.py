@@ -12,11 +12,12 @@ import bertserve_heads.question_answering
 import bertserve_heads.sentiment
 import grpc
 import pytest
-from bertserve import EncodedRow, EncoderOutputs, Head, HeadDescription, HeadLoadContext, hookimpl
 from bertserve.background import BackgroundServer
 from bertserve.config import ServerConfig
-from bertserve.plugin_manager import DuplicateNameError, discover_plugins, register_plugins
-from bertserve.tasks import ClassificationOutput, TextClassificationInput
+from bertserve.model.plugins import discover_plugins, register_plugins
+from bertserve.model.registry import DuplicateNameError
+from bertserve.plugin import EncodedRow, EncoderOutputs, Head, HeadDescription, HeadLoadContext, hookimpl
+from bertserve.plugin.tasks import ClassificationOutput, TextClassificationInput
 from bertserve_client.v1 import model_pb2, model_pb2_grpc, sentiment_pb2 as st, sentiment_pb2_grpc as st_grpc
 from bertserve_heads.sentiment import SentimentHead
 from rpc import call_failure
@@ -135,7 +136,7 @@ def test_head_failure_fails_only_its_rows_in_a_mixed_batch(tiny_config: ServerCo
     """
     import asyncio
 
-    from bertserve.errors import HeadFailed
+    from bertserve.plugin.errors import HeadFailed
 
     config = ServerConfig(
         model=tiny_config.model,

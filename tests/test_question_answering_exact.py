@@ -22,7 +22,7 @@ import grpc
 import pytest
 import torch
 import transformers
-from bertserve import EncoderOutputs, QuestionAnsweringInput
+from bertserve.plugin import EncoderOutputs, QuestionAnsweringInput
 from bertserve_client.v1 import question_answering_pb2 as qa_pb2, question_answering_pb2_grpc as qa_grpc
 from gpu import Served, assert_same_ranking, served  # noqa: F401 (fixture)
 from safetensors.torch import load_file

@@ -11,11 +11,11 @@ from unittest import mock
 
 import grpc
 import pytest
-from bertserve import security as sec
 from bertserve.app import BertServeServer
 from bertserve.background import BackgroundServer
 from bertserve.config import SecurityConfig, ServerConfig
-from bertserve.security import (
+from bertserve.wire import security as sec
+from bertserve.wire.security import (
     INVALID_TOKEN_MESSAGE,
     MISSING_TOKEN_MESSAGE,
     AuthInterceptor,

@@ -11,7 +11,7 @@ import grpc
 import pytest
 import torch
 import transformers
-from bertserve.headfile import METADATA_KEY
+from bertserve.plugin.headfile import METADATA_KEY
 from bertserve_client.v1 import sentiment_pb2, sentiment_pb2_grpc
 from gpu import Served, served  # noqa: F401 (fixture)
 from safetensors import safe_open

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from bertserve.threads import cgroup_quota, plan, usable_cpus
+from bertserve.runtime.threads import cgroup_quota, plan, usable_cpus
 
 
 @pytest.mark.parametrize(

@@ -17,10 +17,10 @@ import torch
 from bertserve.background import BackgroundServer
 from bertserve.cli import main
 from bertserve.config import ServerConfig
-from bertserve.encoder import SharedEncoder
-from bertserve.head_modules import EncoderHead, HeadArchitecture, additive_attention_mask
-from bertserve.headfile import read_head_metadata
-from bertserve.heads import EncoderOutputs
+from bertserve.model.encoder import SharedEncoder
+from bertserve.plugin.head import EncoderOutputs
+from bertserve.plugin.headfile import read_head_metadata
+from bertserve.plugin.modules import EncoderHead, HeadArchitecture, additive_attention_mask
 from bertserve.training import (
     FeatureOptions,
     TrainingOptions,

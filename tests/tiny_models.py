@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from bertserve.encoder import SharedEncoder
-from bertserve.headfile import HeadFileMetadata, save_head_file
+from bertserve.model.encoder import SharedEncoder
+from bertserve.plugin.headfile import HeadFileMetadata, save_head_file
 from transformers import BertConfig, BertForPreTraining, BertModel, BertTokenizerFast
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]

@@ -10,14 +10,15 @@ copied), and vocabulary logits are computed for mask positions only.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from bertserve import (
+from bertserve.plugin import (
     EncodedRow,
     EncoderOutputs,
+    EncoderView,
     FillMaskInput,
     FillMaskOutput,
     Head,
@@ -27,7 +28,7 @@ from bertserve import (
     InputError,
     MaskedLMModule,
     MaskPredictions,
-    SharedEncoder,
+    PluginSettings,
     TokenPrediction,
     encode,
     hookimpl,
@@ -39,7 +40,7 @@ from bertserve import (
 from .default_heads import configured_or_packaged
 
 # The plugin API version this module targets.
-BERTSERVE_API_VERSION = "1.0"
+BERTSERVE_API_VERSION = "1.1"
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ class FillMaskHead(Head[FillMaskInput, FillMaskOutput]):
     text_fields = ("text",)
 
     def __init__(self) -> None:
-        self._encoder: SharedEncoder | None = None
+        self._encoder: EncoderView | None = None
         self._module: MaskedLMModule | None = None
 
     def warmup_input(self) -> FillMaskInput:
@@ -90,7 +91,7 @@ class FillMaskHead(Head[FillMaskInput, FillMaskOutput]):
         return HeadDescription(source=f"head file {path} (masked-LM transform on {reads}, tied decoder)")
 
     @property
-    def encoder(self) -> SharedEncoder:
+    def encoder(self) -> EncoderView:
         assert self._encoder is not None, "head used before load()"
         return self._encoder
 
@@ -184,5 +185,5 @@ class FillMaskHead(Head[FillMaskInput, FillMaskOutput]):
 
 
 @hookimpl
-def register_heads(register, config):  # type: ignore[no-untyped-def]
+def register_heads(register: Callable[[Head[Any, Any]], None], config: PluginSettings) -> None:
     register(FillMaskHead())

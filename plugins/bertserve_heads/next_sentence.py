@@ -8,13 +8,14 @@ Output 0 means "B is the continuation of A", as in BERT.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from bertserve import (
+from bertserve.plugin import (
     EncodedRow,
     EncoderHead,
     EncoderOutputs,
+    EncoderView,
     Head,
     HeadArchitecture,
     HeadDescription,
@@ -22,7 +23,7 @@ from bertserve import (
     HeadUnavailable,
     NextSentenceInput,
     NextSentenceOutput,
-    SharedEncoder,
+    PluginSettings,
     encode,
     hookimpl,
     load_encoder_head,
@@ -32,7 +33,7 @@ from bertserve import (
 from .default_heads import configured_or_packaged
 
 # The plugin API version this module targets.
-BERTSERVE_API_VERSION = "1.0"
+BERTSERVE_API_VERSION = "1.1"
 
 
 class NextSentenceHead(Head[NextSentenceInput, NextSentenceOutput]):
@@ -46,7 +47,7 @@ class NextSentenceHead(Head[NextSentenceInput, NextSentenceOutput]):
     text_fields = ("first", "second")
 
     def __init__(self) -> None:
-        self._encoder: SharedEncoder | None = None
+        self._encoder: EncoderView | None = None
         self._module: EncoderHead | None = None
 
     def load(self, context: HeadLoadContext) -> HeadDescription:
@@ -56,7 +57,7 @@ class NextSentenceHead(Head[NextSentenceInput, NextSentenceOutput]):
         if context.head_file is None and state is not None:
             if not encoder.has_pooler:
                 raise HeadUnavailable(f"{encoder.model_name} has no pooler weights, which its NSP head reads")
-            module = EncoderHead(HeadArchitecture(pooling="pooled"), encoder.config, 2, pooler=encoder.bert.pooler)
+            module = EncoderHead(HeadArchitecture(pooling="pooled"), encoder.config, 2, pooler=encoder.pooler)
             module.output.load_state_dict(state)
             self._module = module.to(device=encoder.device, dtype=encoder.dtype).eval().requires_grad_(False)
             return HeadDescription(source=f"next-sentence head of {encoder.model_name}")
@@ -98,5 +99,5 @@ class NextSentenceHead(Head[NextSentenceInput, NextSentenceOutput]):
 
 
 @hookimpl
-def register_heads(register, config):  # type: ignore[no-untyped-def]
+def register_heads(register: Callable[[Head[Any, Any]], None], config: PluginSettings) -> None:
     register(NextSentenceHead())

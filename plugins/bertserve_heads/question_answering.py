@@ -14,25 +14,26 @@ P(start=[CLS]) * P(end=[CLS]), the lowest over the windows.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from bertserve import (
+from bertserve.plugin import (
     WARMUP_TEXT,
     AnswerSpan,
     EncodedRow,
     EncoderHead,
     EncoderOutputs,
+    EncoderView,
     Head,
     HeadDescription,
     HeadLoadContext,
     HeadUnavailable,
     InputError,
+    PluginSettings,
     QuestionAnsweringInput,
     QuestionAnsweringOutput,
-    SharedEncoder,
     context_room,
     hookimpl,
     load_encoder_head,
@@ -47,7 +48,7 @@ MAX_TOP_K = 100
 _MASKED_LOGIT = -10000.0
 
 # The plugin API version this module targets.
-BERTSERVE_API_VERSION = "1.0"
+BERTSERVE_API_VERSION = "1.1"
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ class QuestionAnsweringHead(Head[QuestionAnsweringInput, QuestionAnsweringOutput
     output_type = QuestionAnsweringOutput
 
     def __init__(self) -> None:
-        self._encoder: SharedEncoder | None = None
+        self._encoder: EncoderView | None = None
         self._qa_outputs: EncoderHead | None = None
         self.supports_no_answer = False
 
@@ -200,5 +201,5 @@ def _all_at_least(best: dict[tuple[int, int], float], score: float, top_k: int) 
 
 
 @hookimpl
-def register_heads(register, config):  # type: ignore[no-untyped-def]
+def register_heads(register: Callable[[Head[Any, Any]], None], config: PluginSettings) -> None:
     register(QuestionAnsweringHead())

@@ -9,19 +9,20 @@ for the default encoder is used when the server runs that encoder.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from bertserve import (
+from bertserve.plugin import (
     ClassificationOutput,
     EncodedRow,
     EncoderHead,
     EncoderOutputs,
+    EncoderView,
     Head,
     HeadDescription,
     HeadLoadContext,
     LabelScore,
-    SharedEncoder,
+    PluginSettings,
     TextClassificationInput,
     encode,
     hookimpl,
@@ -32,7 +33,7 @@ from bertserve import (
 from .default_heads import configured_or_packaged
 
 # The plugin API version this module targets.
-BERTSERVE_API_VERSION = "1.0"
+BERTSERVE_API_VERSION = "1.1"
 
 
 class SentimentHead(Head[TextClassificationInput, ClassificationOutput]):
@@ -46,7 +47,7 @@ class SentimentHead(Head[TextClassificationInput, ClassificationOutput]):
     text_fields = ("text",)
 
     def __init__(self) -> None:
-        self._encoder: SharedEncoder | None = None
+        self._encoder: EncoderView | None = None
         self._classifier: EncoderHead | None = None
         self.labels: tuple[str, ...] = ()
 
@@ -89,5 +90,5 @@ class SentimentHead(Head[TextClassificationInput, ClassificationOutput]):
 
 
 @hookimpl
-def register_heads(register, config):  # type: ignore[no-untyped-def]
+def register_heads(register: Callable[[Head[Any, Any]], None], config: PluginSettings) -> None:
     register(SentimentHead())

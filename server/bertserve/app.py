@@ -19,20 +19,22 @@ import torch
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from . import __version__, threads
-from .admission import Admission
-from .batcher import Batcher
-from .config import ServerConfig
-from .default_model import default_model_path
-from .encoder import SharedEncoder
-from .errors import NotServing
-from .interceptor import RequestInterceptor
-from .memory import release_free_memory
-from .metrics import MetricsEndpoint, ServerMetrics
-from .plugin_manager import HeadRegistry, HeadState, Plugin, discover_plugins, load_heads, register_plugins
-from .runtime import Runtime
-from .security import AuthInterceptor, TokenStore, current_principal, server_credentials
-from .services import builtin
+from bertserve import __version__
+from bertserve.config import ServerConfig
+from bertserve.model.default_model import default_model_path
+from bertserve.model.encoder import SharedEncoder
+from bertserve.model.plugins import discover_plugins, load_heads, register_plugins
+from bertserve.model.registry import HeadRegistry, HeadState, Plugin
+from bertserve.plugin.errors import NotServing
+from bertserve.runtime import threads
+from bertserve.runtime.admission import Admission
+from bertserve.runtime.batcher import Batcher
+from bertserve.runtime.memory import release_free_memory
+from bertserve.runtime.metrics import MetricsEndpoint, ServerMetrics
+from bertserve.runtime.runner import Runtime
+from bertserve.wire.interceptor import RequestInterceptor
+from bertserve.wire.security import AuthInterceptor, TokenStore, current_principal, server_credentials
+from bertserve.wire.services import builtin
 
 log = logging.getLogger(__name__)
 

@@ -9,9 +9,9 @@ from concurrent.futures import Future
 from types import TracebackType
 from typing import Any
 
-from .app import BertServeServer, create_server
-from .config import ServerConfig
-from .runtime import Runtime
+from bertserve.app import BertServeServer, create_server
+from bertserve.config import ServerConfig
+from bertserve.runtime.runner import Runtime
 
 
 class BackgroundServer:

@@ -11,11 +11,10 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from .config import DEFAULT_PORT, ServerConfig
-from .lifecycle import serve_until_signalled
-from .logs import configure_logging
-from .schema import to_json
-from .settings import (
+from bertserve.config import DEFAULT_PORT, ServerConfig
+from bertserve.lifecycle import serve_until_signalled
+from bertserve.plugin.schema import to_json
+from bertserve.settings import (
     ConfigError,
     ResolvedSettings,
     add_setting_flags,
@@ -23,7 +22,8 @@ from .settings import (
     resolve_settings,
     settings_markdown,
 )
-from .training.commands import add_commands as add_training_commands
+from bertserve.training.commands import add_commands as add_training_commands
+from bertserve.wire.logs import configure_logging
 
 log = logging.getLogger("bertserve")
 
@@ -131,8 +131,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _heads(args: argparse.Namespace) -> int:
-    from .app import load_encoder, server_plugins
-    from .plugin_manager import load_heads, register_plugins
+    from bertserve.app import load_encoder, server_plugins
+    from bertserve.model.plugins import load_heads, register_plugins
 
     config = _config(args)
     encoder = load_encoder(config)

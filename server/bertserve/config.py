@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .settings_table import CONFIG_DEFAULTS, check_limits, setting_field
+from bertserve.settings_table import CONFIG_DEFAULTS, check_limits, setting_field
 
 DEFAULT_PORT: int = CONFIG_DEFAULTS["port"]
 
@@ -103,7 +103,7 @@ class ServerConfig:
     ``"auto"`` (float32 on CPU, bfloat16 or float16 on CUDA), ``"float32"``,
     ``"float16"``, ``"bfloat16"`` or ``"int8"`` (CPU only, never the default:
     the encoder layers' linear layers dynamically quantized to int8, float32
-    activations; see `bertserve.quantize`). `plugins_allow` (None: all) and
+    activations; see `bertserve.nn.quantize`). `plugins_allow` (None: all) and
     `plugins_deny` hold plugin entry-point or distribution names.
     `torch_threads` size torch's intra-op pool and `worker_threads` run the
     heads' larger pre- and postprocessing; None gives each one thread per

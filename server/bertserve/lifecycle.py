@@ -6,7 +6,7 @@ import asyncio
 import logging
 import signal
 
-from .config import ServerConfig
+from bertserve.config import ServerConfig
 
 log = logging.getLogger("bertserve")
 
@@ -20,7 +20,7 @@ async def serve_until_signalled(config: ServerConfig) -> int:
     requests get `shutdown_grace_seconds` to finish. Exit status 0 after a
     clean drain, 1 when start-up failed. A second signal stops at once.
     """
-    from .app import BertServeServer
+    from bertserve.app import BertServeServer
 
     server = BertServeServer(config)
     await server.start()

@@ -21,9 +21,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .config import ServerConfig
-from .security import check_security
-from .settings_table import (
+from bertserve.config import ServerConfig
+from bertserve.settings_table import (
     ENV_PREFIX,
     SETTINGS,
     SETTINGS_BY_KEY,
@@ -32,6 +31,7 @@ from .settings_table import (
     describe_settings,
     settings_markdown,
 )
+from bertserve.wire.security import check_security
 
 if sys.version_info >= (3, 11):
     import tomllib

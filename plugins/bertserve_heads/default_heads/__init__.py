@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bertserve import HeadLoadContext, read_head_metadata
+from bertserve.plugin import HeadLoadContext, read_head_metadata
 
 DEFAULT_HEADS_DIR = Path(__file__).parent
 

@@ -7,9 +7,9 @@ runs it. The CLI wraps both as ``bertserve train-head`` and ``eval-head``.
 
 from __future__ import annotations
 
-from .evaluate import evaluate_head, load_served_head, run_head
-from .loop import FitReport, TrainingOptions
-from .trainers import TASKS, FeatureOptions, TrainedHead, train_head
+from bertserve.training.evaluate import evaluate_head, load_served_head, run_head
+from bertserve.training.loop import FitReport, TrainingOptions
+from bertserve.training.trainers import TASKS, FeatureOptions, TrainedHead, train_head
 
 __all__ = [
     "TASKS",

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import torch
 
-from ..app import load_encoder
-from ..config import ServerConfig
-from ..head_modules import POOLINGS, HeadArchitecture
-from ..headfile import read_head_metadata
-from .evaluate import evaluate_head, load_served_head
-from .loop import SCHEDULES, TrainingOptions
-from .trainers import TASKS, FeatureOptions, train_head
+from bertserve.app import load_encoder
+from bertserve.config import ServerConfig
+from bertserve.plugin.headfile import read_head_metadata
+from bertserve.plugin.modules import POOLINGS, HeadArchitecture
+from bertserve.training.evaluate import evaluate_head, load_served_head
+from bertserve.training.loop import SCHEDULES, TrainingOptions
+from bertserve.training.trainers import TASKS, FeatureOptions, train_head
 
 log = logging.getLogger(__name__)
 

@@ -12,17 +12,17 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..app import server_plugins
-from ..config import ServerConfig
-from ..encoder import SharedEncoder
-from ..errors import HeadUnavailable
-from ..heads import EncodedRow, Head, HeadLoadContext
-from ..plugin_manager import register_plugins
-from ..tasks import FillMaskInput, NextSentenceInput, QuestionAnsweringInput, TextClassificationInput
-from .data import Document, read_documents, read_labeled_texts, read_squad
-from .examples import IS_NEXT, next_sentence_pairs
-from .features import encode_in_batches
-from .metrics import accuracy, exact_match, macro_f1, token_f1
+from bertserve.app import server_plugins
+from bertserve.config import ServerConfig
+from bertserve.model.encoder import SharedEncoder
+from bertserve.model.plugins import plugin_settings, register_plugins
+from bertserve.plugin.errors import HeadUnavailable
+from bertserve.plugin.head import EncodedRow, Head, HeadLoadContext
+from bertserve.plugin.tasks import FillMaskInput, NextSentenceInput, QuestionAnsweringInput, TextClassificationInput
+from bertserve.training.data import Document, read_documents, read_labeled_texts, read_squad
+from bertserve.training.examples import IS_NEXT, next_sentence_pairs
+from bertserve.training.features import encode_in_batches
+from bertserve.training.metrics import accuracy, exact_match, macro_f1, token_f1
 
 _WORD = re.compile(r"[A-Za-z]+")
 T = TypeVar("T")
@@ -34,7 +34,7 @@ def load_served_head(name: str, encoder: SharedEncoder, head_file: Path | None, 
     head = registry.record(name).head
     path = head_file if head_file is not None else config.head_files.get(name)
     try:
-        head.load(HeadLoadContext(encoder=encoder, head_file=path, config=config))
+        head.load(HeadLoadContext(encoder=encoder.view(), head_file=path, config=plugin_settings(config)))
     except HeadUnavailable as reason:
         raise ValueError(f"head {name!r} did not load: {reason}") from None
     return head

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 from transformers import PreTrainedTokenizerBase
 
-from ..heads import EncodedRow
-from ..text import encode, tokenize_windows
-from .data import Document, QuestionExample
+from bertserve.plugin.head import EncodedRow
+from bertserve.plugin.text import encode, tokenize_windows
+from bertserve.training.data import Document, QuestionExample
 
 IS_NEXT, NOT_NEXT = 0, 1  # BERT's NSP label order
 MASKED_FRACTION = 0.15

@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ..encoder import SharedEncoder
-from ..heads import EncodedRow, EncoderOutputs
+from bertserve.model.encoder import SharedEncoder
+from bertserve.plugin.head import EncodedRow, EncoderOutputs
 
 log = logging.getLogger(__name__)
 

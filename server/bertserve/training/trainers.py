@@ -18,22 +18,22 @@ from typing import Any, TypeVar
 
 import torch
 
-from ..encoder import SharedEncoder
-from ..head_modules import EncoderHead, HeadArchitecture, MaskedLMModule
-from ..headfile import HeadFileMetadata, save_head_file
-from ..heads import EncodedRow, EncoderOutputs
-from ..text import context_room
-from ..trained_heads import ENCODER_HEAD, MASKED_LM
-from .data import Document, read_documents, read_labeled_texts, read_squad
-from .examples import (
+from bertserve.model.encoder import SharedEncoder
+from bertserve.plugin.head import EncodedRow, EncoderOutputs
+from bertserve.plugin.headfile import HeadFileMetadata, save_head_file
+from bertserve.plugin.modules import EncoderHead, HeadArchitecture, MaskedLMModule
+from bertserve.plugin.text import context_room
+from bertserve.plugin.trained import ENCODER_HEAD, MASKED_LM
+from bertserve.training.data import Document, read_documents, read_labeled_texts, read_squad
+from bertserve.training.examples import (
     classification_row,
     masked_lm_rows,
     next_sentence_pairs,
     pair_row,
     question_windows,
 )
-from .features import RaggedFeatures, extract_features
-from .loop import FitReport, Objective, TrainingOptions, fit, seed_everything
+from bertserve.training.features import RaggedFeatures, extract_features
+from bertserve.training.loop import FitReport, Objective, TrainingOptions, fit, seed_everything
 
 TASKS = ("sentiment", "next-sentence", "fill-mask", "question-answering")
 NEXT_SENTENCE_LABELS = ("is_next", "not_next")

@@ -9,18 +9,19 @@ any encoder.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from bertserve import (
+from bertserve.plugin import (
     EncodedRow,
     EncoderOutputs,
+    EncoderView,
     Head,
     HeadDescription,
     HeadLoadContext,
-    SharedEncoder,
+    PluginSettings,
     encode,
     hookimpl,
     require_text,
@@ -29,7 +30,7 @@ from bertserve import (
 __all__ = ["SentenceEmbeddingHead", "SentenceEmbeddingInput", "SentenceEmbeddingOutput", "register_heads"]
 
 # The plugin API version this module targets.
-BERTSERVE_API_VERSION = "1.0"
+BERTSERVE_API_VERSION = "1.1"
 
 # As torch.nn.functional.normalize: a zero vector stays zero.
 _NORM_EPSILON = 1e-12
@@ -66,7 +67,7 @@ class SentenceEmbeddingHead(Head[SentenceEmbeddingInput, SentenceEmbeddingOutput
     text_fields = ("text",)
 
     def __init__(self) -> None:
-        self._encoder: SharedEncoder | None = None
+        self._encoder: EncoderView | None = None
 
     def load(self, context: HeadLoadContext) -> HeadDescription:
         self._encoder = context.encoder
@@ -98,5 +99,5 @@ class SentenceEmbeddingHead(Head[SentenceEmbeddingInput, SentenceEmbeddingOutput
 
 
 @hookimpl
-def register_heads(register, config):  # type: ignore[no-untyped-def]
+def register_heads(register: Callable[[Head[Any, Any]], None], config: PluginSettings) -> None:
     register(SentenceEmbeddingHead())

@@ -14,23 +14,24 @@ aggregation runs in `postprocess`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
-from bertserve import (
+from bertserve.plugin import (
     EncodedRow,
     EncoderOutputs,
+    EncoderView,
     Head,
     HeadDescription,
     HeadFileMetadata,
     HeadLoadContext,
     HeadUnavailable,
     InputError,
-    SharedEncoder,
+    PluginSettings,
     frozen_linear,
     hookimpl,
     load_head_file,
@@ -54,7 +55,7 @@ TASK = "token-classification"
 ARCHITECTURE = "token-linear-classifier"
 
 # The plugin API version this module targets.
-BERTSERVE_API_VERSION = "1.0"
+BERTSERVE_API_VERSION = "1.1"
 
 Aggregation = Literal["none", "simple", "first", "average", "max"]
 _AGGREGATIONS: tuple[str, ...] = ("none", "simple", "first", "average", "max")
@@ -140,7 +141,7 @@ class TokenClassificationHead(Head[TokenClassificationInput, TokenClassification
     text_fields = ("text",)
 
     def __init__(self) -> None:
-        self._encoder: SharedEncoder | None = None
+        self._encoder: EncoderView | None = None
         self._classifier: torch.nn.Linear | None = None
         self._word_aware = False
         self.labels: tuple[str, ...] = ()
@@ -313,7 +314,7 @@ def _split_tag(label: str) -> tuple[str, str]:
 
 def save_token_classification_head(
     path: str | Path,
-    encoder: SharedEncoder,
+    encoder: EncoderView,
     weight: torch.Tensor,
     bias: torch.Tensor,
     labels: Sequence[str],
@@ -345,5 +346,5 @@ def save_token_classification_head(
 
 
 @hookimpl
-def register_heads(register, config):  # type: ignore[no-untyped-def]
+def register_heads(register: Callable[[Head[Any, Any]], None], config: PluginSettings) -> None:
     register(TokenClassificationHead())

@@ -30,8 +30,8 @@ import torch
 from transformers import BertConfig
 from transformers.models.bert.modeling_bert import BertLayer, BertPredictionHeadTransform
 
-from . import packed
-from .heads import EncoderOutputs
+from bertserve.nn import packed
+from bertserve.plugin.head import EncoderOutputs
 
 POOLINGS = ("first", "mean", "pooled", "tokens")
 

@@ -13,8 +13,8 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-from .errors import BertServeError, NotServing, QueueFull
-from .metrics import ServerMetrics
+from bertserve.plugin.errors import BertServeError, NotServing, QueueFull
+from bertserve.runtime.metrics import ServerMetrics
 
 
 class Admission:

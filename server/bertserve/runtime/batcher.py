@@ -26,12 +26,12 @@ from typing import Any
 
 import torch
 
-from .config import BatchingConfig
-from .encoder import PackedBatch, SharedEncoder
-from .errors import DeadlineExceeded, HeadFailed, NotServing, QueueFull
-from .heads import EncodedRow, Head
-from .memory import IDLE_TRIM_SECONDS, release_free_memory
-from .metrics import ServerMetrics
+from bertserve.config import BatchingConfig
+from bertserve.model.encoder import PackedBatch, SharedEncoder
+from bertserve.plugin.errors import DeadlineExceeded, HeadFailed, NotServing, QueueFull
+from bertserve.plugin.head import EncodedRow, Head
+from bertserve.runtime.memory import IDLE_TRIM_SECONDS, release_free_memory
+from bertserve.runtime.metrics import ServerMetrics
 
 log = logging.getLogger(__name__)
 

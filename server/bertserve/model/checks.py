@@ -13,8 +13,8 @@ import inspect
 import re
 from typing import Any
 
-from .heads import Head
-from .schema import json_schema
+from bertserve.plugin.head import Head
+from bertserve.plugin.schema import json_schema
 
 HEAD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 

@@ -7,45 +7,34 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import grpc
 
-from .analyze import AnalyzePlan, Guard
-from .batcher import Batcher
-from .config import ServerConfig
-from .encoder import SharedEncoder
-from .errors import BertServeError, DeadlineExceeded, FieldViolation, HeadFailed, InputError, InvalidArgument
-from .heads import EncodedRow, Head
-from .offload import Offloader
-from .plugin_manager import HeadRegistry, HeadState
-from .request_context import current_request
-from .schema import SchemaValidator
+from bertserve.config import ServerConfig
+from bertserve.model.encoder import SharedEncoder
+from bertserve.model.registry import HeadRegistry, HeadState
+from bertserve.plugin.errors import (
+    BertServeError,
+    DeadlineExceeded,
+    FieldViolation,
+    HeadFailed,
+    InputError,
+    InvalidArgument,
+)
+from bertserve.plugin.head import EncodedRow, Head
+from bertserve.plugin.schema import SchemaValidator
+from bertserve.plugin.service import InputFields
+from bertserve.runtime.analyze import AnalyzePlan, Guard
+from bertserve.runtime.batcher import Batcher
+from bertserve.runtime.offload import Offloader
+from bertserve.runtime.request_context import current_request
 
 log = logging.getLogger(__name__)
 
 InputT = TypeVar("InputT")
 OutputT = TypeVar("OutputT")
 T = TypeVar("T")
-
-
-class HeadRunner(Protocol):
-    """What a gRPC servicer uses to answer through the heads (public plugin API)."""
-
-    def head(self, name: str, *, task: str) -> Head[Any, Any]:
-        """The loaded head `name` of `task` (empty name: the head named like the task)."""
-        ...
-
-    async def run(
-        self,
-        head: Head[InputT, OutputT],
-        items: Sequence[InputT],
-        context: grpc.aio.ServicerContext | None,
-        *,
-        field_of: Callable[[int], str],
-    ) -> list[OutputT]:
-        """Run `items` through `head` in the shared batches; see `Runtime.run`."""
-        ...
 
 
 @dataclass
@@ -97,21 +86,24 @@ class Runtime:
         items: Sequence[InputT],
         context: grpc.aio.ServicerContext | None,
         *,
-        field_of: Callable[[int], str],
+        fields: InputFields | None = None,
+        field_of: Callable[[int], str] | None = None,
     ) -> list[OutputT]:
         """Preprocess every item, run all their rows through the batcher, postprocess.
 
-        `field_of(i)` names item i on the wire (e.g. ``texts[3]``) so input
-        errors point at the right field. All bad items are reported at once.
-        Pre- and postprocessing run on worker threads, off the event loop.
+        `fields` says where the items sit in the request (see `InputFields`),
+        so input errors point at the right field; all bad items are reported
+        at once. `field_of` is the plugin API 1.0 form of the same. Pre- and
+        postprocessing run on worker threads or inline (`offload`).
         """
-        self._check_count(len(items), field_of)
+        fields = fields or (_FieldOf(field_of) if field_of is not None else InputFields("inputs"))
+        self._check_count(len(items), fields)
         _check_deadline(context, "before preprocessing")
         rows_per_item = await self.offloader.run(
-            ("preprocess", head.name), text_size(items), self._preprocess_all, head, items, field_of, self._guarded
+            ("preprocess", head.name), text_size(items), self._preprocess_all, head, items, fields, self._guarded
         )
         flat_rows = [row for rows in rows_per_item for row in rows]
-        self._check_tokens(sum(len(row) for row in flat_rows), field_of(0).split("[")[0])
+        self._check_tokens(sum(len(row) for row in flat_rows), fields.items)
         results = await self.batcher.submit(head, flat_rows, timeout=_time_left(context))
         tokens = sum(len(row) for row in flat_rows)
         return await self.offloader.run(
@@ -131,7 +123,7 @@ class Runtime:
         """Validate JSON `data` against head `name`'s input schema, run it, render the output."""
         head = _noted(self.registry.get(name))
         item = self._parse_input(head, data, prefix="input")
-        (output,) = await self.run(head, [item], context, field_of=lambda _: "input")
+        (output,) = await self.run(head, [item], context, fields=PREDICT_FIELDS)
         rendered: dict[str, Any] = self._guarded(head, "render_output", head.render_output, output)
         return rendered
 
@@ -150,7 +142,7 @@ class Runtime:
         head that tokenizes differently gets its own row in the same batch
         rather than a wrong answer.
         """
-        self._check_count(len(texts), lambda i: f"inputs[{i}]")
+        self._check_count(len(texts), ANALYZE_FIELDS)
         if not requests:
             raise InvalidArgument(
                 "the request names no heads; list at least one in heads",
@@ -244,7 +236,7 @@ class Runtime:
                 item = self._guarded(head, "warmup_input", head.warmup_input)
                 if item is None:
                     continue
-                await self.run(head, [item], None, field_of=lambda _: "warmup")
+                await self.run(head, [item], None, fields=WARMUP_FIELDS)
             except Exception as error:
                 message = error.message if isinstance(error, BertServeError) else repr(error)
                 record.fail(f"warm-up failed: {message}")
@@ -253,9 +245,9 @@ class Runtime:
             warmed.append(head.name)
         return warmed
 
-    def _check_count(self, count: int, field_of: Callable[[int], str]) -> None:
+    def _check_count(self, count: int, fields: InputFields) -> None:
         limit = self.config.max_inputs_per_request
-        name = field_of(0).split("[")[0]
+        name = fields.items
         if count == 0:
             raise InvalidArgument(
                 f"the request holds no inputs; send between 1 and {limit}",
@@ -269,7 +261,7 @@ class Runtime:
 
     @staticmethod
     def _preprocess_all(
-        head: Head[Any, Any], items: Sequence[Any], field_of: Callable[[int], str], guard: Guard
+        head: Head[Any, Any], items: Sequence[Any], fields: InputFields, guard: Guard
     ) -> list[list[EncodedRow]]:
         rows_per_item: list[list[EncodedRow]] = []
         violations: list[FieldViolation] = []
@@ -277,7 +269,7 @@ class Runtime:
             try:
                 rows_per_item.append(guard(head, "preprocess", head.preprocess, item))
             except InputError as error:
-                violations.append(FieldViolation(_field_path(field_of(index), error.field), error.description))
+                violations.append(FieldViolation(fields.item(index, error.field), error.description))
         _raise_for(violations)
         return rows_per_item
 
@@ -324,24 +316,21 @@ def _raise_for(violations: Sequence[FieldViolation], head: str | None = None) ->
     raise InvalidArgument(f"{subject}: {summary}{more}", field_violations=violations)
 
 
-def _field_path(item_path: str, sub_field: str | None) -> str:
-    """Join an item's wire path with a head's sub-field name.
+class _FieldOf(InputFields):
+    """`InputFields` from a plugin API 1.0 ``field_of`` callable (the path of item i)."""
 
-    Items that are plain strings on the wire (``texts[2]``) have no sub-fields:
-    the head's name for the text is dropped; request-wide options such as
-    ``top_k`` are reported by their own name.
-    """
-    if sub_field is None:
-        return item_path
-    if "[" in item_path:  # an item of a typed service's repeated field
-        if sub_field == "text":
-            return item_path
-        if sub_field in _REQUEST_OPTIONS:
-            return sub_field
-    return f"{item_path}.{sub_field}"
+    def __init__(self, field_of: Callable[[int], str]) -> None:
+        super().__init__(items=field_of(0).split("[")[0])
+        object.__setattr__(self, "_field_of", field_of)
+
+    def item(self, index: int, sub_field: str | None = None) -> str:
+        path: str = self._field_of(index)  # type: ignore[attr-defined]
+        return path if sub_field is None else f"{path}.{sub_field}"
 
 
-_REQUEST_OPTIONS = {"top_k", "targets", "max_answer_length", "doc_stride"}
+PREDICT_FIELDS = InputFields("input", single=True)
+ANALYZE_FIELDS = InputFields("inputs")
+WARMUP_FIELDS = InputFields("warmup", single=True)
 
 
 def _noted(head: Head[Any, Any]) -> Head[Any, Any]:

@@ -14,8 +14,11 @@ import torch
 import transformers
 from transformers import AutoTokenizer, BertForPreTraining, PreTrainedTokenizerBase
 
-from . import packed, quantize
-from .heads import EncodedRow, EncoderOutputs
+from bertserve.model.view import ReadOnlyEncoder
+from bertserve.nn import packed, quantize
+from bertserve.plugin.encoder import EncoderView, Text
+from bertserve.plugin.head import EncodedRow, EncoderOutputs
+from bertserve.plugin.text import encode
 
 log = logging.getLogger(__name__)
 
@@ -79,16 +82,6 @@ def encoder_fingerprint(named_tensors: Iterable[tuple[str, torch.Tensor]]) -> st
         digest.update(f"{name}:{tuple(tensor.shape)}\n".encode())
         digest.update(sample.numpy().tobytes())
     return "sha256:" + digest.hexdigest()[:32]
-
-
-@dataclass(frozen=True)
-class EncoderBatch:
-    """Encoder outputs for a padded batch (on the encoder's device)."""
-
-    sequence_output: torch.Tensor
-    pooled_output: torch.Tensor | None
-    attention_mask: torch.Tensor
-    hidden_states: tuple[torch.Tensor, ...]
 
 
 @dataclass(frozen=True)
@@ -270,13 +263,42 @@ class SharedEncoder:
                 pooled = pooler(states[-1].index_select(0, layout.first_tokens).unsqueeze(1))
         return PackedBatch(layout, states[-1], pooled, tuple(states))
 
-    def forward_rows(self, rows: Sequence[EncodedRow]) -> EncoderOutputs:
+    def forward_rows(self, rows: Sequence[EncodedRow], *, hidden_states: bool = True) -> EncoderOutputs:
         """Run the encoder once on `rows` (packed) and return every row right-padded, with all layers."""
-        return self.forward_packed(rows).view(range(len(rows)), hidden_states=True)
+        return self.forward_packed(rows).view(range(len(rows)), hidden_states=hidden_states)
+
+    def encode_rows(self, rows: Sequence[EncodedRow], *, hidden_states: bool = False) -> EncoderOutputs:
+        """`EncoderView.encode_rows`: `forward_rows` for heads at load time."""
+        return self.forward_rows(rows, hidden_states=hidden_states)
+
+    def encode_texts(self, texts: Sequence[Text], *, hidden_states: bool = False) -> EncoderOutputs:
+        """`EncoderView.encode_texts`: texts (or pairs) tokenized, cut to fit, and run at once."""
+        tokenizer, limit = self.tokenizer, self.max_sequence_length
+        rows = [
+            encode(tokenizer, text, max_length=limit, truncate=True)
+            if isinstance(text, str)
+            else encode(tokenizer, text[0], text[1], max_length=limit, truncate=True)
+            for text in texts
+        ]
+        return self.forward_rows(rows, hidden_states=hidden_states)
+
+    @property
+    def pooler(self) -> torch.nn.Module | None:
+        """The pretrained pooler (dense + tanh on the first token), None without pooler weights."""
+        return cast(torch.nn.Module, self.bert.pooler) if self.has_pooler else None
+
+    @property
+    def embeddings(self) -> torch.nn.Module:
+        """The embedding module (word, position and segment embeddings, then LayerNorm)."""
+        return cast(torch.nn.Module, self.bert.embeddings)
+
+    def view(self) -> EncoderView:
+        """The read-only view heads get (`bertserve.plugin.EncoderView`)."""
+        return ReadOnlyEncoder(self)
 
     def forward(
         self, input_ids: torch.Tensor, token_type_ids: torch.Tensor, attention_mask: torch.Tensor
-    ) -> EncoderBatch:
+    ) -> EncoderOutputs:
         """Run the `transformers` encoder itself on a padded batch already on `device`.
 
         The reference the packed forward is checked against; serving uses `forward_packed`.
@@ -290,4 +312,4 @@ class SharedEncoder:
                 return_dict=True,
             )
         pooled = out.pooler_output if self.has_pooler else None
-        return EncoderBatch(out.last_hidden_state, pooled, attention_mask, tuple(out.hidden_states))
+        return EncoderOutputs(out.last_hidden_state, pooled, attention_mask, tuple(out.hidden_states))

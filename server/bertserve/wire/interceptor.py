@@ -12,11 +12,17 @@ from typing import Any
 
 import grpc
 
-from .admission import Admission
-from .errors import BertServeError
-from .logs import log_request
-from .metrics import ServerMetrics
-from .request_context import RequestContext, current_request, reset_current_request, set_current_request
+from bertserve.plugin.errors import BertServeError
+from bertserve.runtime.admission import Admission
+from bertserve.runtime.metrics import ServerMetrics
+from bertserve.runtime.request_context import (
+    RequestContext,
+    current_request,
+    reset_current_request,
+    set_current_request,
+)
+from bertserve.wire.logs import log_request
+from bertserve.wire.status import status_code, to_status
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +74,9 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
                     async with self._admission.admit():
                         response = await inner(request, context)
                 except BertServeError as error:
-                    if error.code is grpc.StatusCode.INTERNAL:
+                    if status_code(error) is grpc.StatusCode.INTERNAL:
                         log.error("%s failed: %s", method, error.message)
-                    await context.abort_with_status(error.to_status(_request_id_trailer()))
+                    await context.abort_with_status(to_status(error, _request_id_trailer()))
                 except grpc.aio.AbortError:
                     raise
                 except Exception:

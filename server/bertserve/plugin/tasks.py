@@ -2,7 +2,7 @@
 
 The typed gRPC services translate their protobuf messages to and from these,
 and the generic `Predict`/`Analyze` RPCs derive JSON Schemas from them
-(`bertserve.schema`), so a head never depends on the wire format. Values
+(`bertserve.plugin.schema`), so a head never depends on the wire format. Values
 whose limits depend on the model (top_k, lengths) are checked by the head in
 `Head.preprocess`.
 """

@@ -17,8 +17,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .encoder import SharedEncoder
-from .errors import HeadUnavailable
+from bertserve.plugin.encoder import EncoderView
+from bertserve.plugin.errors import HeadUnavailable
 
 METADATA_KEY = "bertserve.head"
 FORMAT_VERSION = 1
@@ -91,7 +91,7 @@ def load_head_file(
     head_name: str,
     task: str,
     architecture: str | Collection[str],
-    encoder: SharedEncoder,
+    encoder: EncoderView,
 ) -> tuple[dict[str, torch.Tensor], HeadFileMetadata]:
     """Read a head file for `head_name`, refusing one that does not fit.
 
@@ -130,7 +130,7 @@ def load_head_file(
 
 
 def frozen_linear(
-    tensors: Mapping[str, torch.Tensor], prefix: str, out_features: int, encoder: SharedEncoder, source: object
+    tensors: Mapping[str, torch.Tensor], prefix: str, out_features: int, encoder: EncoderView, source: object
 ) -> torch.nn.Linear:
     """A frozen ``Linear(hidden_size, out_features)`` on the encoder's device and
     dtype from ``{prefix}.weight`` and ``{prefix}.bias``; `source` names the

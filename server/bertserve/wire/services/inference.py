@@ -6,8 +6,9 @@ import grpc
 from bertserve_client.v1 import inference_pb2, inference_pb2_grpc
 from google.protobuf import json_format, struct_pb2
 
-from ..errors import BertServeError, code_number
-from ..runtime import Runtime
+from bertserve.plugin.errors import BertServeError
+from bertserve.runtime.runner import Runtime
+from bertserve.wire.status import code_number
 
 
 def to_struct(data: dict[str, object]) -> struct_pb2.Struct:

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import torch
 
-from .encoder import SharedEncoder
-from .errors import HeadUnavailable
-from .head_modules import EncoderHead, HeadArchitecture, MaskedLMModule
-from .headfile import HeadFileMetadata, load_head_file
+from bertserve.plugin.encoder import EncoderView
+from bertserve.plugin.errors import HeadUnavailable
+from bertserve.plugin.headfile import HeadFileMetadata, load_head_file
+from bertserve.plugin.modules import EncoderHead, HeadArchitecture, MaskedLMModule
 
 ENCODER_HEAD = "encoder-head"
 MASKED_LM = "masked-lm"
@@ -26,7 +26,7 @@ _LINEAR_LAYOUTS = {"pooled-linear": ("pooled", "classifier"), "token-linear": ("
 
 
 def load_encoder_head(
-    path: Path | None, *, head_name: str, task: str, encoder: SharedEncoder, num_outputs: int | None = None
+    path: Path | None, *, head_name: str, task: str, encoder: EncoderView, num_outputs: int | None = None
 ) -> tuple[EncoderHead, HeadFileMetadata]:
     """An `EncoderHead` from a head file, frozen, on the encoder's device and dtype.
 
@@ -50,12 +50,12 @@ def load_encoder_head(
     width = num_outputs if num_outputs is not None else len(metadata.labels)
     if width < 1:
         raise HeadUnavailable(f"{path} names no labels")
-    module = EncoderHead(architecture, encoder.config, width, pooler=encoder.bert.pooler)
+    module = EncoderHead(architecture, encoder.config, width, pooler=encoder.pooler)
     _load_state(module, tensors, path)
     return module.to(device=encoder.device, dtype=encoder.dtype).eval().requires_grad_(False), metadata
 
 
-def load_masked_lm(path: Path | None, *, head_name: str, encoder: SharedEncoder) -> MaskedLMModule:
+def load_masked_lm(path: Path | None, *, head_name: str, encoder: EncoderView) -> MaskedLMModule:
     """A trained masked-LM head from a head file, decoder tied to the encoder."""
     tensors, metadata = load_head_file(
         path, head_name=head_name, task="fill-mask", architecture=MASKED_LM, encoder=encoder
@@ -71,7 +71,7 @@ def load_masked_lm(path: Path | None, *, head_name: str, encoder: SharedEncoder)
 
 def masked_lm_from_state(
     state: dict[str, torch.Tensor],
-    encoder: SharedEncoder,
+    encoder: EncoderView,
     source: object,
     *,
     layer_mix: bool = False,

@@ -3,7 +3,8 @@
 A head turns one task input into one or more encoder rows (`preprocess`),
 computes its outputs from the shared encoder's hidden states for its rows of
 a mixed batch (`forward`, on the inference thread), and assembles the task
-output (`postprocess`). Heads never run the encoder themselves.
+output (`postprocess`). While serving, heads never run the encoder
+themselves; at load time they may (`EncoderView.encode_texts`).
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import torch
 
-from .schema import from_json, json_schema, to_json
+from bertserve.plugin.schema import from_json, json_schema, to_json
 
 if TYPE_CHECKING:
-    from .config import ServerConfig
-    from .encoder import SharedEncoder
+    from bertserve.plugin.encoder import EncoderView
+    from bertserve.plugin.settings import PluginSettings
 
 WARMUP_TEXT = "The fox jumped over the dog."
 
@@ -59,11 +60,15 @@ class EncoderOutputs:
 
 @dataclass(frozen=True)
 class HeadLoadContext:
-    """What `Head.load` may use: the shared encoder, its head file, the config."""
+    """What `Head.load` may use: a read-only view of the shared encoder, the head's file, the settings.
 
-    encoder: SharedEncoder
+    `head_file` is the file the operator gave with ``--head-file NAME=PATH``
+    (None when none was given).
+    """
+
+    encoder: EncoderView
     head_file: Path | None
-    config: ServerConfig
+    config: PluginSettings
 
 
 @dataclass

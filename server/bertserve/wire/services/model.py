@@ -5,10 +5,10 @@ from __future__ import annotations
 import grpc
 from bertserve_client.v1 import model_pb2, model_pb2_grpc
 
-from ..hookspecs import API_VERSION
-from ..plugin_manager import HeadRecord, HeadState
-from ..runtime import Runtime
-from .inference import to_struct
+from bertserve.model.registry import HeadRecord, HeadState
+from bertserve.plugin.hooks import API_VERSION
+from bertserve.runtime.runner import Runtime
+from bertserve.wire.services.inference import to_struct
 
 _STATES = {
     HeadState.LOADED: model_pb2.HEAD_STATE_LOADED,

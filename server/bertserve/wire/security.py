@@ -34,8 +34,9 @@ from typing import Any
 
 import grpc
 
-from .config import SecurityConfig
-from .errors import BertServeError, PermissionDenied, Unauthenticated
+from bertserve.config import SecurityConfig
+from bertserve.plugin.errors import BertServeError, PermissionDenied, Unauthenticated
+from bertserve.wire.status import to_status
 
 log = logging.getLogger(__name__)
 
@@ -336,10 +337,10 @@ def _refusal(method: str, error: BertServeError) -> grpc.RpcMethodHandler:
     that never reads its request stream answers unary and streaming calls
     alike.
     """
-    status = error.to_status()
+    status = to_status(error)
 
     async def refuse(requests: Any, context: grpc.aio.ServicerContext) -> None:
-        log.warning("refused %s from %s: %s %s", method, context.peer(), error.code.name, error.reason)
+        log.warning("refused %s from %s: %s %s", method, context.peer(), status.code.name, error.reason)
         await context.abort_with_status(status)
 
     return grpc.stream_stream_rpc_method_handler(refuse)

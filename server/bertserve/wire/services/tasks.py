@@ -1,4 +1,10 @@
-"""The typed task services: fill-mask, next-sentence, sentiment, question answering."""
+"""The typed task services: fill-mask, next-sentence, sentiment, question answering.
+
+Each servicer turns its request into task inputs and the outputs into its
+response, and nothing else. An option left 0 on the wire is left out of the
+task input, so the task definition's default applies (`bertserve.plugin.tasks`,
+the one place the defaults live; the `.proto` comments state them too).
+"""
 
 from __future__ import annotations
 
@@ -14,23 +20,29 @@ from bertserve_client.v1 import (
     sentiment_pb2_grpc,
 )
 
-from ..runtime import Runtime
-from ..tasks import (
+from bertserve.plugin.service import InputFields
+from bertserve.plugin.tasks import (
     FillMaskInput,
     NextSentenceInput,
     QuestionAnsweringInput,
     TextClassificationInput,
 )
+from bertserve.runtime.runner import Runtime
 
-DEFAULT_TOP_K = 5
-DEFAULT_QA_TOP_K = 1
-DEFAULT_MAX_ANSWER_LENGTH = 15
-DEFAULT_DOC_STRIDE = 128
+FILL_MASK_FIELDS = InputFields("texts", text="text", options=frozenset({"top_k", "targets", "truncate"}))
+NEXT_SENTENCE_FIELDS = InputFields("pairs", options=frozenset({"truncate"}))
+SENTIMENT_FIELDS = InputFields("texts", text="text", options=frozenset({"truncate"}))
+QA_FIELDS = InputFields("inputs", options=frozenset({"top_k", "max_answer_length", "doc_stride", "allow_no_answer"}))
 _NO_ANSWER = {
     question_answering_pb2.NO_ANSWER_POLICY_UNSPECIFIED: None,
     question_answering_pb2.NO_ANSWER_POLICY_NEVER: False,
     question_answering_pb2.NO_ANSWER_POLICY_ALLOW: True,
 }
+
+
+def given(**options: int) -> dict[str, int]:
+    """The options a request sets: proto3 sends an unset number as 0, which means "the default"."""
+    return {name: value for name, value in options.items() if value}
 
 
 class FillMaskService(fill_mask_pb2_grpc.FillMaskServiceServicer):
@@ -45,14 +57,11 @@ class FillMaskService(fill_mask_pb2_grpc.FillMaskServiceServicer):
         head = self._runtime.head(request.head, task="fill-mask")
         items = [
             FillMaskInput(
-                text=text,
-                top_k=request.top_k or DEFAULT_TOP_K,
-                targets=tuple(request.targets),
-                truncate=request.truncate,
+                text=text, targets=tuple(request.targets), truncate=request.truncate, **given(top_k=request.top_k)
             )
             for text in request.texts
         ]
-        outputs = await self._runtime.run(head, items, context, field_of=lambda i: f"texts[{i}]")
+        outputs = await self._runtime.run(head, items, context, fields=FILL_MASK_FIELDS)
         return fill_mask_pb2.FillMaskResponse(
             results=[
                 fill_mask_pb2.FillMaskResult(
@@ -85,7 +94,7 @@ class NextSentenceService(next_sentence_pb2_grpc.NextSentenceServiceServicer):
     ) -> next_sentence_pb2.PredictNextSentenceResponse:
         head = self._runtime.head(request.head, task="next-sentence")
         items = [NextSentenceInput(first=p.first, second=p.second, truncate=request.truncate) for p in request.pairs]
-        outputs = await self._runtime.run(head, items, context, field_of=lambda i: f"pairs[{i}]")
+        outputs = await self._runtime.run(head, items, context, fields=NEXT_SENTENCE_FIELDS)
         return next_sentence_pb2.PredictNextSentenceResponse(
             results=[
                 next_sentence_pb2.NextSentenceResult(
@@ -107,7 +116,7 @@ class SentimentService(sentiment_pb2_grpc.SentimentServiceServicer):
     ) -> sentiment_pb2.ClassifySentimentResponse:
         head = self._runtime.head(request.head, task="sentiment")
         items = [TextClassificationInput(text=text, truncate=request.truncate) for text in request.texts]
-        outputs = await self._runtime.run(head, items, context, field_of=lambda i: f"texts[{i}]")
+        outputs = await self._runtime.run(head, items, context, fields=SENTIMENT_FIELDS)
         return sentiment_pb2.ClassifySentimentResponse(
             results=[
                 sentiment_pb2.SentimentResult(
@@ -134,14 +143,16 @@ class QuestionAnsweringService(question_answering_pb2_grpc.QuestionAnsweringServ
             QuestionAnsweringInput(
                 question=q.question,
                 context=q.context,
-                top_k=request.top_k or DEFAULT_QA_TOP_K,
-                max_answer_length=request.max_answer_length or DEFAULT_MAX_ANSWER_LENGTH,
-                doc_stride=request.doc_stride or DEFAULT_DOC_STRIDE,
                 allow_no_answer=_NO_ANSWER.get(request.no_answer_policy),
+                **given(
+                    top_k=request.top_k,
+                    max_answer_length=request.max_answer_length,
+                    doc_stride=request.doc_stride,
+                ),
             )
             for q in request.inputs
         ]
-        outputs = await self._runtime.run(head, items, context, field_of=lambda i: f"inputs[{i}]")
+        outputs = await self._runtime.run(head, items, context, fields=QA_FIELDS)
         return question_answering_pb2.AnswerQuestionResponse(
             results=[
                 question_answering_pb2.AnswerQuestionResult(

@@ -15,13 +15,18 @@ from bertserve_client.v1 import (
     sentiment_pb2_grpc,
 )
 
-from .. import __version__
-from ..config import ServerConfig
-from ..hookspecs import API_VERSION, hookimpl
-from ..service_definition import ServiceDefinition
-from .inference import InferenceService
-from .model import ModelService
-from .tasks import FillMaskService, NextSentenceService, QuestionAnsweringService, SentimentService
+from bertserve import __version__
+from bertserve.config import ServerConfig
+from bertserve.plugin.hooks import API_VERSION, hookimpl
+from bertserve.plugin.service import ServiceDefinition
+from bertserve.wire.services.inference import InferenceService
+from bertserve.wire.services.model import ModelService
+from bertserve.wire.services.tasks import (
+    FillMaskService,
+    NextSentenceService,
+    QuestionAnsweringService,
+    SentimentService,
+)
 
 BERTSERVE_API_VERSION = API_VERSION
 PLUGIN_NAME = "bertserve-services"

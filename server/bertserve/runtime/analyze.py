@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import BertServeError, FieldViolation, HeadFailed, InputError, InvalidArgument
-from .heads import EncodedRow, Head
+from bertserve.plugin.errors import BertServeError, FieldViolation, HeadFailed, InputError, InvalidArgument
+from bertserve.plugin.head import EncodedRow, Head
 
 Entry = tuple[int, int]  # (head index, text index)
 Group = list[tuple[Head[Any, Any], EncodedRow]]  # one encoder row and the heads that read it

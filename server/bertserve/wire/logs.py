@@ -8,7 +8,7 @@ import sys
 import time
 from typing import Any
 
-from .config import LoggingConfig
+from bertserve.config import LoggingConfig
 
 REQUEST_LOGGER = "bertserve.requests"
 

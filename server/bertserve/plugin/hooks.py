@@ -2,7 +2,7 @@
 
 A plugin is a module (or object) with functions marked `@hookimpl`, found
 through the ``bertserve.heads`` entry-point group. It declares the plugin API
-version it targets as ``BERTSERVE_API_VERSION = "1.0"``; a plugin for another
+version it targets as ``BERTSERVE_API_VERSION = "1.1"``; a plugin for another
 major version, or a newer minor one, is refused with a clear message. Hooks
 only register objects; per-request behaviour lives on the registered `Head`.
 """
@@ -15,19 +15,22 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from .config import ServerConfig
-    from .heads import Head
-    from .service_definition import ServiceDefinition
+    from bertserve.plugin.head import Head
+    from bertserve.plugin.service import ServiceDefinition
+    from bertserve.plugin.settings import PluginSettings
 
 PROJECT_NAME = "bertserve"
-API_VERSION = "1.0"
+API_VERSION = "1.1"
+"""The plugin API this server offers. 1.1 added `EncoderView` (``pooler``,
+``embeddings``, ``encode_texts``, ``encode_rows``), `PluginSettings`, `InputFields`
+and the `bertserve.plugin` module; plugins written for 1.0 load unchanged."""
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 
 @hookspec
-def register_heads(register: Callable[[Head], None], config: ServerConfig) -> None:
+def register_heads(register: Callable[[Head], None], config: PluginSettings) -> None:
     """Register the task heads this plugin provides.
 
     Call ``register(head)`` once per `Head` instance. Head names must be
@@ -44,7 +47,7 @@ def register_heads(register: Callable[[Head], None], config: ServerConfig) -> No
 
 
 @hookspec
-def register_services(register: Callable[[ServiceDefinition], None], config: ServerConfig) -> None:
+def register_services(register: Callable[[ServiceDefinition], None], config: PluginSettings) -> None:
     """Register typed gRPC services this plugin adds, generated from its own `.proto`.
 
     Call ``register(ServiceDefinition(name, add_to_server, heads))`` per

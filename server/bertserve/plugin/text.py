@@ -6,8 +6,8 @@ from typing import Any
 
 from transformers import BatchEncoding, PreTrainedTokenizerBase
 
-from .errors import InputError
-from .heads import EncodedRow
+from bertserve.plugin.errors import InputError
+from bertserve.plugin.head import EncodedRow
 
 
 def require_text(value: str, field: str | None = None, what: str = "text") -> None:
