@@ -15,7 +15,7 @@ import grpc
 import pytest
 from bertserve.background import BackgroundServer
 from bertserve.plugin.tasks import QuestionAnsweringInput
-from bertserve.runtime.batcher import select_batch
+from bertserve.runtime.queue import select_batch
 from bertserve_client.v1 import (
     fill_mask_pb2 as fm,
     fill_mask_pb2_grpc as fm_grpc,
@@ -90,7 +90,7 @@ def test_mixed_burst_matches_sequential_answers_in_fewer_forwards(server: Backgr
     batcher = server.runtime.batcher
     expected_rows = sum(rows_of(server, kind, request) for kind, request in requests)
     release = threading.Event()
-    batcher._executor.submit(release.wait)  # hold the inference thread: the burst must queue
+    batcher._thread.submit(release.wait)  # hold the inference thread: the burst must queue
     forwards_before = batcher.stats.forwards
 
     async def burst() -> list[object]:

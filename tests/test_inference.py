@@ -109,7 +109,7 @@ def test_analyze_equals_separate_calls_in_one_encoder_pass(server: BackgroundSer
     ]
     batcher = server.runtime.batcher
     release = threading.Event()
-    batcher._executor.submit(release.wait)  # hold the encoder so the whole request forms one batch
+    batcher._thread.submit(release.wait)  # hold the encoder so the whole request forms one batch
 
     async def analyze() -> inf.AnalyzeResponse:
         async with grpc.aio.insecure_channel(server.address) as channel:

@@ -84,7 +84,7 @@ def test_service_without_a_loaded_head_reports_not_serving(tiny_checkpoint) -> N
 def hold_inference(server: BackgroundServer) -> threading.Event:
     """Block the inference thread until the returned event is set."""
     release = threading.Event()
-    server.runtime.batcher._executor.submit(release.wait)
+    server.runtime.batcher._thread.submit(release.wait)
     return release
 
 
@@ -143,14 +143,14 @@ def _wait_for(condition, timeout: float = 10.0) -> None:  # type: ignore[no-unty
 
 
 def test_a_batcher_bug_fails_requests_instead_of_hanging(server: BackgroundServer, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    import bertserve.runtime.batcher
+    import bertserve.runtime.queue
 
     def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise RuntimeError("selection bug")
 
     with grpc.insecure_channel(server.address) as channel:
         stub = st_grpc.SentimentServiceStub(channel)
-        monkeypatch.setattr(bertserve.runtime.batcher, "select_batch", broken)
+        monkeypatch.setattr(bertserve.runtime.queue, "select_batch", broken)
         failure = call_failure(stub.ClassifySentiment, st.ClassifySentimentRequest(texts=["good"]), timeout=10)
         assert failure.code == grpc.StatusCode.INTERNAL and "selection bug" in failure.message
         monkeypatch.undo()

@@ -14,7 +14,7 @@ import importlib
 import warnings
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from bertserve.version import __version__
 
 if TYPE_CHECKING:
     from bertserve.app import BertServeServer, create_server

@@ -19,7 +19,6 @@ import torch
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from bertserve import __version__
 from bertserve.config import ServerConfig
 from bertserve.model.default_model import default_model_path
 from bertserve.model.encoder import SharedEncoder
@@ -27,11 +26,12 @@ from bertserve.model.plugins import discover_plugins, load_heads, register_plugi
 from bertserve.model.registry import HeadRegistry, HeadState, Plugin
 from bertserve.plugin.errors import NotServing
 from bertserve.runtime import threads
-from bertserve.runtime.admission import Admission
+from bertserve.runtime.admission import Admission, ServingState
 from bertserve.runtime.batcher import Batcher
 from bertserve.runtime.memory import release_free_memory
 from bertserve.runtime.metrics import MetricsEndpoint, ServerMetrics
 from bertserve.runtime.runner import Runtime
+from bertserve.version import __version__
 from bertserve.wire.interceptor import RequestInterceptor
 from bertserve.wire.security import AuthInterceptor, TokenStore, current_principal, server_credentials
 from bertserve.wire.services import builtin
@@ -180,7 +180,7 @@ class BertServeServer:
         await asyncio.to_thread(release_free_memory)  # loading's temporary copies
         self._runtime.value = runtime
         self._register_gauges(encoder, registry)
-        self.admission.state = "serving"
+        self.admission.state = ServingState.SERVING
         self.metrics.ready.set(1)
         await self._report_health(registry)
         return runtime

@@ -12,9 +12,18 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from enum import Enum
 
 from bertserve.plugin.errors import BertServeError, NotServing, QueueFull
 from bertserve.runtime.metrics import ServerMetrics
+
+
+class ServingState(str, Enum):
+    """Where the server is in its life: loading, serving, or draining before it stops."""
+
+    LOADING = "loading"
+    SERVING = "serving"
+    DRAINING = "draining"
 
 
 class Admission:
@@ -27,7 +36,7 @@ class Admission:
         self._retry_delay = retry_delay
         self._metrics = metrics
         self.in_flight = 0
-        self.state = "loading"  # loading, serving, draining
+        self.state = ServingState.LOADING
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -49,9 +58,9 @@ class Admission:
                 self._idle.set()
 
     def _refusal(self) -> BertServeError | None:
-        if self.state == "draining":
+        if self.state is ServingState.DRAINING:
             return NotServing("the server is shutting down; retry on another replica", reason="DRAINING")
-        if self.state == "loading":
+        if self.state is ServingState.LOADING:
             return NotServing("the server is still loading the encoder and heads; retry shortly", reason="LOADING")
         if self.in_flight >= self.max_concurrent:
             return QueueFull(
@@ -64,7 +73,7 @@ class Admission:
 
     async def drain(self, grace: float) -> bool:
         """Refuse new requests and wait up to `grace` seconds for the admitted ones; True if all finished."""
-        self.state = "draining"
+        self.state = ServingState.DRAINING
         try:
             await asyncio.wait_for(self._idle.wait(), grace)
         except asyncio.TimeoutError:

@@ -22,11 +22,47 @@ _ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 _TOKEN_BUCKETS = (16, 64, 256, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
 
 
+class BatchCounts:
+    """The batching counters, read live from the metrics registry (tests, benchmarks)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+
+    def _value(self, name: str, **labels: str) -> int:
+        return int(self._registry.get_sample_value(name, labels) or 0)
+
+    @property
+    def forwards(self) -> int:
+        return self._value("bertserve_encoder_forward_seconds_count")
+
+    @property
+    def rows(self) -> int:
+        return self._value("bertserve_encoder_rows_total")
+
+    @property
+    def tokens(self) -> int:
+        return self._value("bertserve_encoder_tokens_total", kind="real")
+
+    @property
+    def dropped_cancelled(self) -> int:
+        return self._value("bertserve_dropped_rows_total", reason="cancelled")
+
+    @property
+    def dropped_expired(self) -> int:
+        return self._value("bertserve_dropped_rows_total", reason="deadline")
+
+
 class ServerMetrics:
     """The server's metrics; the batcher, the request interceptor and the runtime record into it."""
 
     def __init__(self) -> None:
-        self.registry = registry = CollectorRegistry(auto_describe=True)
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._add_request_metrics()
+        self._add_batch_metrics()
+        self._add_state_metrics()
+
+    def _add_request_metrics(self) -> None:
+        registry = self.registry
         self.requests = Counter(
             "bertserve_requests",
             "Finished RPCs by method, head and gRPC status code.",
@@ -40,6 +76,16 @@ class ServerMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=registry,
         )
+        self.rejected = Counter(
+            "bertserve_rejected_requests",
+            "Requests refused before any work; reason=queue_full, too_many_requests, draining or loading.",
+            ["reason"],
+            registry=registry,
+        )
+        self.in_flight = Gauge("bertserve_requests_in_flight", "RPCs in progress.", registry=registry)
+
+    def _add_batch_metrics(self) -> None:
+        registry = self.registry
         self.queue_wait_seconds = Histogram(
             "bertserve_queue_wait_seconds",
             "Time an encoder row waited in the batch queue before its forward started.",
@@ -74,14 +120,10 @@ class ServerMetrics:
             ["reason"],
             registry=registry,
         )
-        self.rejected = Counter(
-            "bertserve_rejected_requests",
-            "Requests refused before any work; reason=queue_full, too_many_requests, draining or loading.",
-            ["reason"],
-            registry=registry,
-        )
         self.queue_rows = Gauge("bertserve_queue_rows", "Rows waiting in the batch queue.", registry=registry)
-        self.in_flight = Gauge("bertserve_requests_in_flight", "RPCs in progress.", registry=registry)
+
+    def _add_state_metrics(self) -> None:
+        registry = self.registry
         self.device_memory = Gauge(
             "bertserve_device_memory_bytes",
             "Device memory: kind=weights (encoder and heads' parameters), allocated and reserved (CUDA only).",
@@ -95,6 +137,10 @@ class ServerMetrics:
             ["version", "model"],
             registry=registry,
         )
+
+    def batch_counts(self) -> BatchCounts:
+        """The batching counters (forwards, rows, tokens, dropped rows), read live."""
+        return BatchCounts(self.registry)
 
     def record_batch(self, *, rows: int, tokens: int, seconds: float) -> None:
         """One encoder batch finished."""

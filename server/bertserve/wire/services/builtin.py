@@ -15,10 +15,10 @@ from bertserve_client.v1 import (
     sentiment_pb2_grpc,
 )
 
-from bertserve import __version__
 from bertserve.config import ServerConfig
 from bertserve.plugin.hooks import API_VERSION, hookimpl
 from bertserve.plugin.service import ServiceDefinition
+from bertserve.version import __version__
 from bertserve.wire.services.inference import InferenceService
 from bertserve.wire.services.model import ModelService
 from bertserve.wire.services.tasks import (
