@@ -163,18 +163,23 @@ def test_hook_guide_covers_every_hookspec() -> None:
         assert f"### `{name}(" in guide, f"docs/plugins.md has no section for hook {name}"
 
 
-def test_guide_example_works_as_written(tiny_config: ServerConfig, tmp_path: Path) -> None:
-    """The guide's complete example plugin, copied out of docs/plugins.md, serves through Predict."""
+def _guide_example(name: str, tmp_path: Path) -> ModuleType:
+    """The example plugin marked ``<!-- example: NAME -->`` in docs/plugins.md, imported as written."""
     guide = (Path(__file__).resolve().parents[1] / "docs" / "plugins.md").read_text()
-    marker = "<!-- example: text_stats.py -->"
+    marker = f"<!-- example: {name}.py -->"
     assert marker in guide
     code = guide.split(marker, 1)[1].split("```python", 1)[1].split("```", 1)[0]
-    (tmp_path / "text_stats.py").write_text(textwrap.dedent(code))
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent(code))
     sys.path.insert(0, str(tmp_path))
     try:
-        module = importlib.import_module("text_stats")
+        return importlib.import_module(name)
     finally:
         sys.path.remove(str(tmp_path))
+
+
+def test_guide_example_works_as_written(tiny_config: ServerConfig, tmp_path: Path) -> None:
+    """The guide's complete example plugin, copied out of docs/plugins.md, serves through Predict."""
+    module = _guide_example("text_stats", tmp_path)
     with BackgroundServer(tiny_config, plugins=[("text-stats", module)]) as running:
         from bertserve_client import BertServeClient
 
@@ -182,3 +187,35 @@ def test_guide_example_works_as_written(tiny_config: ServerConfig, tmp_path: Pat
             output = client.predict("text-stats", {"text": "john went home"})
     assert output["tokens"] == 5  # [CLS] john went home [SEP]
     assert output["characters"] == len("john went home")
+
+
+def test_guide_load_time_encoder_example_matches_transformers(tiny_config: ServerConfig, tmp_path: Path) -> None:
+    """The topic head embeds its labels with EncoderView.encode_texts at load; answers match BertModel."""
+    import torch
+    from transformers import AutoTokenizer, BertModel
+
+    module = _guide_example("topics", tmp_path)
+    texts = ["the team won the match", "rain and wind all day", "prices at the bank went up", "hello there"]
+    with BackgroundServer(tiny_config, plugins=[("topics", module)]) as running:
+        from bertserve_client import BertServeClient
+
+        with BertServeClient(running.address) as client:
+            outputs = [client.predict("topic", {"text": text}) for text in texts]
+            labels = {head.name: head for head in client.list_heads()}["topic"].labels
+    assert list(labels) == list(module.LABELS)
+
+    model = BertModel.from_pretrained(tiny_config.model).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_config.model)
+
+    def embed(batch: list[str]) -> torch.Tensor:
+        encoded = tokenizer(batch, padding=True, return_tensors="pt")
+        with torch.no_grad():
+            hidden = model(**encoded).last_hidden_state
+        mask = encoded["attention_mask"].unsqueeze(-1).float()
+        return torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)
+
+    similarities = embed(texts) @ embed(list(module.LABELS.values())).T
+    for output, row in zip(outputs, similarities):
+        best = int(row.argmax())
+        assert output["label"] == list(module.LABELS)[best]
+        assert output["similarity"] == pytest.approx(float(row[best]), abs=1e-5)
