@@ -90,7 +90,7 @@ disappointing atmosphere performances storytelling melodramatic overlong heartfe
 
 
 # ---------------------------------------------------------------------------------------------
-# Pure helpers: texts, metrics parsing, /proc parsing, percentiles (tests/test_bench_loads.py)
+# Pure helpers: texts, metrics parsing, /proc parsing, percentiles (tests/benchmarks/test_bench_loads.py)
 # ---------------------------------------------------------------------------------------------
 
 

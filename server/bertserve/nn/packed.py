@@ -12,7 +12,7 @@ attention runs per sequence, so no work is spent on padding:
   blocks: `benchmarks/bench_packed.py`).
 
 Results equal the padded `transformers` forward up to float rounding
-(`tests/test_packed.py`). `repad` turns packed tensors back into the
+(`tests/server/test_packed.py`). `repad` turns packed tensors back into the
 right-padded (rows, tokens, ...) layout that heads read.
 """
 

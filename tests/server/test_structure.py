@@ -20,7 +20,7 @@ import pytest
 from bertserve.model.view import ReadOnlyEncoder
 from bertserve.plugin.encoder import EncoderView
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SERVER = REPO / "server"
 PLUGIN_PACKAGES = [REPO / "plugins" / "bertserve_heads", REPO / "plugins" / "examples" / "src"]
 SIZE_CHECKED = [SERVER / "bertserve", REPO / "plugins", REPO / "clients" / "python" / "src" / "bertserve_client"]

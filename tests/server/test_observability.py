@@ -191,7 +191,7 @@ def test_plain_and_json_formats(tmp_path: Path) -> None:
 
 
 def test_readme_lists_every_metric(observed: BackgroundServer) -> None:
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     for family in observed._server.metrics.registry.collect():
         name = family.name + ("_total" if family.type == "counter" else "")
         assert f"| `{name}` |" in readme, name

@@ -156,7 +156,7 @@ def test_allow_and_deny_lists_from_config_and_environment() -> None:
 def test_hook_guide_covers_every_hookspec() -> None:
     from bertserve.plugin import hooks as hookspecs
 
-    guide = (Path(__file__).resolve().parents[1] / "docs" / "plugins.md").read_text()
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "plugins.md").read_text()
     specs = [name for name in dir(hookspecs) if getattr(getattr(hookspecs, name), "bertserve_spec", None) is not None]
     assert specs, "no hookspecs found"
     for name in specs:
@@ -165,7 +165,7 @@ def test_hook_guide_covers_every_hookspec() -> None:
 
 def _guide_example(name: str, tmp_path: Path) -> ModuleType:
     """The example plugin marked ``<!-- example: NAME -->`` in docs/plugins.md, imported as written."""
-    guide = (Path(__file__).resolve().parents[1] / "docs" / "plugins.md").read_text()
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "plugins.md").read_text()
     marker = f"<!-- example: {name}.py -->"
     assert marker in guide
     code = guide.split(marker, 1)[1].split("```python", 1)[1].split("```", 1)[0]

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts" / "default_model"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts" / "default_model"))
 
 import corpora  # noqa: E402
 import prepare_data  # noqa: E402

@@ -66,7 +66,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
-CLIENT_DIR = Path(__file__).resolve().parents[1] / "clients" / "python"
+CLIENT_DIR = Path(__file__).resolve().parents[2] / "clients" / "python"
 
 
 # --- packaging ---------------------------------------------------------------

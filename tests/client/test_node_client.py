@@ -1,11 +1,11 @@
-"""Cross-language interop: a Node.js gRPC client (tests/node/call_server.mjs) against the server.
+"""Cross-language interop: a Node.js gRPC client (tests/client/node/call_server.mjs) against the server.
 
 The Node program uses @grpc/grpc-js and @grpc/proto-loader, either with the
 .proto files from protos/ or with nothing but server reflection. Its results
 must match what the Python client library gets for the same calls.
 
 Needs `node` on PATH and the Node packages installed first:
-``npm ci --prefix tests/node`` (otherwise these tests are skipped).
+``npm ci --prefix tests/client/node`` (otherwise these tests are skipped).
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from bertserve_client.v1 import (
     sentiment_pb2,
 )
 
-REPO = Path(__file__).resolve().parents[1]
-NODE_DIR = REPO / "tests" / "node"
+REPO = Path(__file__).resolve().parents[2]
+NODE_DIR = REPO / "tests" / "client" / "node"
 SCRIPT = NODE_DIR / "call_server.mjs"
 PROTO_ROOT = REPO / "protos"
 NODE = shutil.which("node")
@@ -44,7 +44,7 @@ pytestmark = [
     pytest.mark.skipif(
         not (NODE_DIR / "node_modules" / "@grpc" / "grpc-js").is_dir()
         or not (NODE_DIR / "node_modules" / "@grpc" / "proto-loader").is_dir(),
-        reason="Node packages not installed: run `npm ci --prefix tests/node`",
+        reason="Node packages not installed: run `npm ci --prefix tests/client/node`",
     ),
 ]
 
