@@ -23,7 +23,7 @@ from bertserve.config import ServerConfig
 from bertserve.model.default_model import default_model_path
 from bertserve.model.encoder import SharedEncoder
 from bertserve.model.plugins import discover_plugins, load_heads, register_plugins
-from bertserve.model.registry import HeadRegistry, HeadState, Plugin
+from bertserve.model.registry import HeadRecord, HeadRegistry, HeadState, Plugin
 from bertserve.plugin.errors import NotServing
 from bertserve.runtime import threads
 from bertserve.runtime.admission import Admission, ServingState
@@ -221,13 +221,7 @@ class BertServeServer:
             metrics.queue_rows.set_function(lambda: runtime.batcher.queued_rows)
         metrics.in_flight.set_function(lambda: self.admission.in_flight)
         device = str(encoder.device)
-        modules = [encoder.bert] + [
-            value
-            for record in registry.records()
-            if record.state is HeadState.LOADED
-            for value in vars(record.head).values()
-            if isinstance(value, torch.nn.Module)
-        ]
+        modules = [encoder.bert] + [module for record in registry.records() for module in _head_modules(record)]
         weights = {id(p): p.numel() * p.element_size() for module in modules for p in module.parameters()}
         metrics.device_memory.labels(device, "weights").set(sum(weights.values()))
         if encoder.device.type == "cuda":
@@ -279,6 +273,17 @@ class BertServeServer:
 
     async def wait_for_termination(self) -> None:
         await self._server.wait_for_termination()
+
+
+def _head_modules(record: HeadRecord) -> list[torch.nn.Module]:
+    """A loaded head's weight modules; a head whose `modules()` fails counts for none (and is logged)."""
+    if record.state is not HeadState.LOADED:
+        return []
+    try:
+        return [module for module in record.head.modules() if isinstance(module, torch.nn.Module)]
+    except Exception:
+        log.warning("%s: modules() raised; its weights are left out of the memory metric", record.origin, exc_info=True)
+        return []
 
 
 async def create_server(

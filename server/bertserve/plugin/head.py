@@ -125,6 +125,14 @@ class Head(ABC, Generic[InputT, OutputT]):
             return None
         return self.parse_input({name: WARMUP_TEXT for name in self.text_fields})
 
+    def modules(self) -> list[torch.nn.Module]:
+        """The torch modules holding this head's weights, for the server's weights-memory metric.
+
+        The default finds the modules among the head's attributes; override it
+        when the head keeps them elsewhere (in a list, a dict).
+        """
+        return [value for value in vars(self).values() if isinstance(value, torch.nn.Module)]
+
     def parse_input(self, data: Mapping[str, Any]) -> InputT:
         """An `input_type` from JSON data that passed `input_schema()`."""
         return from_json(self.input_type, data)

@@ -10,7 +10,7 @@ still answered.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,12 +25,77 @@ Guard = Callable[..., Any]  # (head, stage, function, *args) -> function(*args),
 ENTRY_ERRORS = (HeadFailed, InvalidArgument)
 
 
+@dataclass(frozen=True)
+class AnalyzeFields:
+    """Where an Analyze request keeps its parts, so errors name them (the wire layer fills it in).
+
+    `inputs` is the repeated field of texts, `heads` the repeated field of
+    head selections, each with its head name in `head` and options in `options`.
+    """
+
+    inputs: str
+    heads: str
+    head: str
+    options: str
+
+    def text(self, index: int) -> str:
+        return f"{self.inputs}[{index}]"
+
+    def head_name(self, index: int) -> str:
+        return f"{self.heads}[{index}].{self.head}"
+
+    def option(self, index: int, name: str | None = None) -> str:
+        path = f"{self.heads}[{index}].{self.options}"
+        return path if name is None else f"{path}.{name}"
+
+
+def analyze_items(
+    head: Head[Any, Any],
+    index: int,
+    options: Mapping[str, Any],
+    texts: Sequence[tuple[str, str | None]],
+    fields: AnalyzeFields,
+    parse: Callable[..., Any],
+) -> list[Any]:
+    """Head `index`'s input for every text: its options with the texts in its text fields.
+
+    What cannot work for the call as a whole (a head without text fields,
+    options that set a text field, a text pair for a one-text head) is
+    INVALID_ARGUMENT; `parse(head, data, prefix=...)` validates against the
+    head's schema.
+    """
+    if not head.text_fields:
+        raise InvalidArgument(
+            f"head {head.name!r} cannot analyze texts (its input is {sorted(head.input_schema()['properties'])}); "
+            "call it with Predict instead",
+            field_violations=[FieldViolation(fields.head_name(index), "this head takes no plain text input")],
+        )
+    taken = [field for field in head.text_fields if field in options]
+    if taken:
+        raise InvalidArgument(
+            f"options for head {head.name!r} set {taken}, which Analyze fills from the texts",
+            field_violations=[FieldViolation(fields.option(index, field), "filled from the texts") for field in taken],
+        )
+    items = []
+    for text_index, (text, pair) in enumerate(texts):
+        if (pair is not None) != (len(head.text_fields) == 2):
+            wanted = "a text pair (text and text_pair)" if len(head.text_fields) == 2 else "a single text"
+            raise InvalidArgument(
+                f"head {head.name!r} reads {wanted}; {fields.text(text_index)} does not match",
+                field_violations=[FieldViolation(fields.text(text_index), f"head {head.name!r} reads {wanted}")],
+            )
+        data = {**options, **dict(zip(head.text_fields, (text, pair) if pair is not None else (text,)))}
+        items.append(parse(head, data, prefix=fields.option(index)))
+    return items
+
+
 @dataclass
 class AnalyzePlan:
     """Every (head, text) entry of one Analyze call: inputs, rows, results and errors."""
 
     heads: Sequence[Head[Any, Any]]
     items: Sequence[Sequence[Any]]  # per head, per text
+    fields: AnalyzeFields
     rows: dict[Entry, list[EncodedRow]] = field(default_factory=dict)
     errors: dict[Entry, BertServeError] = field(default_factory=dict)
     _results: dict[int, Any] = field(default_factory=dict)  # id(row) -> the head's result for it
@@ -49,7 +114,7 @@ class AnalyzePlan:
             try:
                 self.rows[h, t] = guard(head, "preprocess", head.preprocess, self.items[h][t])
             except InputError as error:
-                where = f"inputs[{t}]"
+                where = self.fields.text(t)
                 message = f"head {head.name!r} cannot take {where}: {error.description}"
                 violation = FieldViolation(where, f"head {head.name!r}: {error.description}")
                 self.errors[h, t] = InvalidArgument(message, field_violations=[violation], metadata={"head": head.name})

@@ -25,7 +25,7 @@ from bertserve.plugin.errors import (
 from bertserve.plugin.head import EncodedRow, Head
 from bertserve.plugin.schema import SchemaValidator
 from bertserve.plugin.service import InputFields
-from bertserve.runtime.analyze import AnalyzePlan, Guard
+from bertserve.runtime.analyze import AnalyzeFields, AnalyzePlan, Guard, analyze_items
 from bertserve.runtime.batcher import Batcher
 from bertserve.runtime.offload import Offloader
 from bertserve.runtime.request_context import current_request
@@ -118,12 +118,15 @@ class Runtime:
         )
 
     async def predict(
-        self, name: str, data: Mapping[str, Any], context: grpc.aio.ServicerContext | None
+        self, name: str, data: Mapping[str, Any], context: grpc.aio.ServicerContext | None, *, fields: InputFields
     ) -> dict[str, Any]:
-        """Validate JSON `data` against head `name`'s input schema, run it, render the output."""
+        """Validate JSON `data` against head `name`'s input schema, run it, render the output.
+
+        `fields` says where the input sits in the request (one input: `single`).
+        """
         head = _noted(self.registry.get(name))
-        item = self._parse_input(head, data, prefix="input")
-        (output,) = await self.run(head, [item], context, fields=PREDICT_FIELDS)
+        item = self._parse_input(head, data, prefix=fields.items)
+        (output,) = await self.run(head, [item], context, fields=fields)
         rendered: dict[str, Any] = self._guarded(head, "render_output", head.render_output, output)
         return rendered
 
@@ -132,66 +135,38 @@ class Runtime:
         texts: Sequence[tuple[str, str | None]],
         requests: Sequence[tuple[str, Mapping[str, Any]]],
         context: grpc.aio.ServicerContext | None,
+        *,
+        fields: AnalyzeFields,
     ) -> list[list[dict[str, Any] | BertServeError]]:
         """Run several heads on the same texts from ONE encoder pass per text.
 
         `texts` are (text, text_pair or None); `requests` are (head name,
-        options). Returns, per text, each head's rendered output in request
-        order, or the error of that head on that text (see `AnalyzePlan`).
-        Heads whose rows for a text tokenize alike share one encoder row; a
-        head that tokenizes differently gets its own row in the same batch
-        rather than a wrong answer.
+        options); `fields` says where the request keeps them. Returns, per
+        text, each head's rendered output in request order, or the error of
+        that head on that text (see `AnalyzePlan`). Heads whose rows for a
+        text tokenize alike share one encoder row; a head that tokenizes
+        differently gets its own row in the same batch rather than a wrong answer.
         """
-        self._check_count(len(texts), ANALYZE_FIELDS)
+        self._check_count(len(texts), InputFields(fields.inputs))
         if not requests:
             raise InvalidArgument(
-                "the request names no heads; list at least one in heads",
-                field_violations=[FieldViolation("heads", "must not be empty")],
+                f"the request names no heads; list at least one in {fields.heads}",
+                field_violations=[FieldViolation(fields.heads, "must not be empty")],
             )
         heads = [_noted(self.registry.get(name)) for name, _ in requests]
-        plan = AnalyzePlan(
-            heads,
-            [
-                self._analyze_items(index, head, options, texts)
-                for index, (head, (_, options)) in enumerate(zip(heads, requests))
-            ],
-        )
+        items = [
+            analyze_items(head, index, options, texts, fields, self._parse_input)
+            for index, (head, (_, options)) in enumerate(zip(heads, requests))
+        ]
+        plan = AnalyzePlan(heads, items, fields)
         _check_deadline(context, "before preprocessing")
         size = sum(text_size(items) for items in plan.items)
         await self.offloader.run(("analyze-preprocess",), size, plan.preprocess, self._guarded)
         groups = plan.groups()
-        self._check_tokens(sum(len(group[0][1]) for group in groups), "inputs")
+        self._check_tokens(sum(len(group[0][1]) for group in groups), fields.inputs)
         if groups:
             plan.take_results(groups, await self.batcher.submit_shared(groups, timeout=_time_left(context)))
         return await self.offloader.run(("analyze-postprocess",), plan.size(), plan.outputs, self._guarded)
-
-    def _analyze_items(
-        self, index: int, head: Head[Any, Any], options: Mapping[str, Any], texts: Sequence[tuple[str, str | None]]
-    ) -> list[Any]:
-        where = f"heads[{index}]"
-        if not head.text_fields:
-            raise InvalidArgument(
-                f"head {head.name!r} cannot analyze texts (its input is {sorted(head.input_schema()['properties'])}); "
-                "call it with Predict instead",
-                field_violations=[FieldViolation(f"{where}.head", "this head takes no plain text input")],
-            )
-        taken = [field for field in head.text_fields if field in options]
-        if taken:
-            raise InvalidArgument(
-                f"options for head {head.name!r} set {taken}, which Analyze fills from inputs",
-                field_violations=[FieldViolation(f"{where}.options.{field}", "filled from inputs") for field in taken],
-            )
-        items = []
-        for text_index, (text, pair) in enumerate(texts):
-            if (pair is not None) != (len(head.text_fields) == 2):
-                wanted = "a text pair (text and text_pair)" if len(head.text_fields) == 2 else "a single text"
-                raise InvalidArgument(
-                    f"head {head.name!r} reads {wanted}; inputs[{text_index}] does not match",
-                    field_violations=[FieldViolation(f"inputs[{text_index}]", f"head {head.name!r} reads {wanted}")],
-                )
-            data = {**options, **dict(zip(head.text_fields, (text, pair) if pair is not None else (text,)))}
-            items.append(self._parse_input(head, data, prefix=f"{where}.options"))
-        return items
 
     def _guarded(self, head: Head[Any, Any], stage: str, function: Callable[..., T], *args: Any) -> T:
         """`function(*args)`, a method of `head`; an unexpected exception becomes INTERNAL naming head and plugin.
@@ -328,8 +303,6 @@ class _FieldOf(InputFields):
         return path if sub_field is None else f"{path}.{sub_field}"
 
 
-PREDICT_FIELDS = InputFields("input", single=True)
-ANALYZE_FIELDS = InputFields("inputs")
 WARMUP_FIELDS = InputFields("warmup", single=True)
 
 

@@ -7,8 +7,13 @@ from bertserve_client.v1 import inference_pb2, inference_pb2_grpc
 from google.protobuf import json_format, struct_pb2
 
 from bertserve.plugin.errors import BertServeError
+from bertserve.plugin.service import InputFields
+from bertserve.runtime.analyze import AnalyzeFields
 from bertserve.runtime.runner import Runtime
 from bertserve.wire.status import code_number
+
+PREDICT_FIELDS = InputFields("input", single=True)
+ANALYZE_FIELDS = AnalyzeFields(inputs="inputs", heads="heads", head="head", options="options")
 
 
 def to_struct(data: dict[str, object]) -> struct_pb2.Struct:
@@ -27,7 +32,7 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
         self, request: inference_pb2.PredictRequest, context: grpc.aio.ServicerContext
     ) -> inference_pb2.PredictResponse:
         data = json_format.MessageToDict(request.input)
-        output = await self._runtime.predict(request.head, data, context)
+        output = await self._runtime.predict(request.head, data, context, fields=PREDICT_FIELDS)
         return inference_pb2.PredictResponse(output=to_struct(output))
 
     async def Analyze(  # noqa: N802
@@ -35,7 +40,7 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
     ) -> inference_pb2.AnalyzeResponse:
         texts = [(i.text, i.text_pair or None) for i in request.inputs]
         heads = [(h.head, json_format.MessageToDict(h.options)) for h in request.heads]
-        outputs = await self._runtime.analyze(texts, heads, context)
+        outputs = await self._runtime.analyze(texts, heads, context, fields=ANALYZE_FIELDS)
         return inference_pb2.AnalyzeResponse(
             results=[
                 inference_pb2.AnalyzeResult(
