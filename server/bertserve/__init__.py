@@ -14,7 +14,10 @@ import importlib
 import warnings
 from typing import TYPE_CHECKING, Any
 
+from bertserve import _moved
 from bertserve.version import __version__
+
+_moved.install()
 
 if TYPE_CHECKING:
     from bertserve.app import BertServeServer, create_server

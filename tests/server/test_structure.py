@@ -216,3 +216,17 @@ def test_the_encoder_view_offers_exactly_the_documented_attributes_and_is_read_o
         view.model_name = "other"
     for attribute in ("model_name", "config", "tokenizer", "pooler", "embeddings", "word_embeddings"):
         assert attribute in (EncoderView.__doc__ or ""), f"EncoderView's docstring does not document {attribute}"
+
+
+def test_old_module_paths_import_the_moved_modules_with_a_deprecation_warning() -> None:
+    import importlib
+    import sys
+
+    from bertserve._moved import MOVED
+
+    sys.modules.pop("bertserve.default_model", None)
+    with pytest.warns(DeprecationWarning, match="bertserve.model.default_model"):
+        old = importlib.import_module("bertserve.default_model")
+    assert old is importlib.import_module("bertserve.model.default_model")
+    for new in MOVED.values():
+        assert new in MODULES, f"{new} is not a module any more"
