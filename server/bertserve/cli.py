@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -14,6 +15,7 @@ from typing import Any
 from bertserve.config import DEFAULT_PORT, ServerConfig
 from bertserve.lifecycle import serve_until_signalled
 from bertserve.plugin.schema import to_json
+from bertserve.plugin.tasks import FillMaskInput, QuestionAnsweringInput
 from bertserve.settings import (
     ConfigError,
     ResolvedSettings,
@@ -72,6 +74,13 @@ def _build_parser() -> argparse.ArgumentParser:
     heads.add_argument("--json", action="store_true", help="print JSON")
     heads.set_defaults(handler=_heads)
 
+    _add_client_commands(commands)
+    add_training_commands(commands)
+    return parser
+
+
+def _add_client_commands(commands: Any) -> None:
+    """The subcommands that call a running server through the Python client."""
     for name, help_text, handler, positionals in [
         ("info", "describe a running server's encoder and heads", _info, []),
         ("fill-mask", "predict the masked words of a text", _fill_mask, ["text"]),
@@ -88,15 +97,17 @@ def _build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--timeout", type=float, default=30.0, help="seconds")
         sub.add_argument("--json", action="store_true", help="print JSON")
         sub.set_defaults(handler=handler, log_level="WARNING")
-    add_training_commands(commands)
-    commands.choices["fill-mask"].add_argument("--top-k", type=int, default=5)
+    commands.choices["fill-mask"].add_argument(
+        "--top-k", type=int, default=None, help=f"candidates per mask (default {_task_default(FillMaskInput, 'top_k')})"
+    )
     commands.choices["fill-mask"].add_argument("--targets", nargs="+", default=None, help="only score these words")
-    commands.choices["answer"].add_argument("--top-k", type=int, default=1)
+    commands.choices["answer"].add_argument(
+        "--top-k", type=int, default=None, help=f"answers (default {_task_default(QuestionAnsweringInput, 'top_k')})"
+    )
     commands.choices["analyze"].add_argument("--heads", nargs="+", required=True, help="head names")
     commands.choices["analyze"].add_argument("--text-pair", default=None, help="second text, for pair heads")
     for name in ("fill-mask", "next-sentence", "sentiment"):
         commands.choices[name].add_argument("--truncate", action="store_true", help="cut over-long input")
-    return parser
 
 
 def _resolve(args: argparse.Namespace) -> tuple[ResolvedSettings, ServerConfig]:
@@ -235,6 +246,11 @@ def _analyzed(outputs: dict[str, Any]) -> dict[str, Any]:
         else out
         for head, out in outputs.items()
     }
+
+
+def _task_default(task_input: type, name: str) -> object:
+    """The default of a task input's field: the one place it is written (`bertserve.plugin.tasks`)."""
+    return next(f.default for f in dataclasses.fields(task_input) if f.name == name)
 
 
 def _render(result: Any) -> str:

@@ -8,6 +8,7 @@ import sys
 
 from bertserve.background import BackgroundServer
 from bertserve.cli import main
+from bertserve.plugin.tasks import FillMaskInput
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -29,6 +30,9 @@ def test_client_subcommands_print_readable_results(server: BackgroundServer, cap
     assert main(["fill-mask", "the [MASK] was good .", "--top-k", "3", "--target", server.address]) == 0
     out = capsys.readouterr().out
     assert out.startswith("mask 1 (token 2):") and len(out.strip().splitlines()) == 4
+    assert main(["fill-mask", "the [MASK] was good .", "--target", server.address]) == 0
+    default_top_k = FillMaskInput.__dataclass_fields__["top_k"].default  # the task's default, left to the server
+    assert len(capsys.readouterr().out.strip().splitlines()) == 1 + default_top_k
     assert main(["sentiment", "a great movie", "--target", server.address, "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["label"] in {"negative", "neutral", "positive"} and len(result["scores"]) == 3
