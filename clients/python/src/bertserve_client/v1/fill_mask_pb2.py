@@ -25,13 +25,14 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x62\x65rtserve/v1/fill_mask.proto\x12\x0c\x62\x65rtserve.v1\"`\n\x0f\x46illMaskRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\r\n\x05top_k\x18\x02 \x01(\r\x12\x0f\n\x07targets\x18\x03 \x03(\t\x12\x10\n\x08truncate\x18\x04 \x01(\x08\x12\x0c\n\x04head\x18\x05 \x01(\t\"A\n\x10\x46illMaskResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.bertserve.v1.FillMaskResult\">\n\x0e\x46illMaskResult\x12,\n\x05masks\x18\x01 \x03(\x0b\x32\x1d.bertserve.v1.MaskPredictions\"Z\n\x0fMaskPredictions\x12\x13\n\x0btoken_index\x18\x01 \x01(\r\x12\x32\n\x0bpredictions\x18\x02 \x03(\x0b\x32\x1d.bertserve.v1.TokenPrediction\"S\n\x0fTokenPrediction\x12\r\n\x05token\x18\x01 \x01(\t\x12\x10\n\x08token_id\x18\x02 \x01(\x05\x12\r\n\x05score\x18\x03 \x01(\x02\x12\x10\n\x08sequence\x18\x04 \x01(\t2\\\n\x0f\x46illMaskService\x12I\n\x08\x46illMask\x12\x1d.bertserve.v1.FillMaskRequest\x1a\x1e.bertserve.v1.FillMaskResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x62\x65rtserve/v1/fill_mask.proto\x12\x0c\x62\x65rtserve.v1\"`\n\x0f\x46illMaskRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\r\n\x05top_k\x18\x02 \x01(\r\x12\x0f\n\x07targets\x18\x03 \x03(\t\x12\x10\n\x08truncate\x18\x04 \x01(\x08\x12\x0c\n\x04head\x18\x05 \x01(\t\"A\n\x10\x46illMaskResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.bertserve.v1.FillMaskResult\">\n\x0e\x46illMaskResult\x12,\n\x05masks\x18\x01 \x03(\x0b\x32\x1d.bertserve.v1.MaskPredictions\"Z\n\x0fMaskPredictions\x12\x13\n\x0btoken_index\x18\x01 \x01(\r\x12\x32\n\x0bpredictions\x18\x02 \x03(\x0b\x32\x1d.bertserve.v1.TokenPrediction\"S\n\x0fTokenPrediction\x12\r\n\x05token\x18\x01 \x01(\t\x12\x10\n\x08token_id\x18\x02 \x01(\x05\x12\r\n\x05score\x18\x03 \x01(\x02\x12\x10\n\x08sequence\x18\x04 \x01(\t2\\\n\x0f\x46illMaskService\x12I\n\x08\x46illMask\x12\x1d.bertserve.v1.FillMaskRequest\x1a\x1e.bertserve.v1.FillMaskResponseB\x87\x01\n\x10\x64\x65v.bertserve.v1B\rFillMaskProtoP\x01Z)bertserve/gen/go/bertserve/v1;bertservev1\xa2\x02\x03\x42XX\xaa\x02\x0c\x42\x65rtserve.V1\xba\x02\x02\x42S\xca\x02\x0c\x42\x65rtserve\\V1\xea\x02\rBertserve::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'bertserve.v1.fill_mask_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'\n\020dev.bertserve.v1B\rFillMaskProtoP\001Z)bertserve/gen/go/bertserve/v1;bertservev1\242\002\003BXX\252\002\014Bertserve.V1\272\002\002BS\312\002\014Bertserve\\V1\352\002\rBertserve::V1'
   _globals['_FILLMASKREQUEST']._serialized_start=46
   _globals['_FILLMASKREQUEST']._serialized_end=142
   _globals['_FILLMASKRESPONSE']._serialized_start=144

@@ -25,13 +25,14 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n bertserve/v1/next_sentence.proto\x12\x0c\x62\x65rtserve.v1\"g\n\x1aPredictNextSentenceRequest\x12)\n\x05pairs\x18\x01 \x03(\x0b\x32\x1a.bertserve.v1.SentencePair\x12\x10\n\x08truncate\x18\x02 \x01(\x08\x12\x0c\n\x04head\x18\x03 \x01(\t\"-\n\x0cSentencePair\x12\r\n\x05\x66irst\x18\x01 \x01(\t\x12\x0e\n\x06second\x18\x02 \x01(\t\"P\n\x1bPredictNextSentenceResponse\x12\x31\n\x07results\x18\x01 \x03(\x0b\x32 .bertserve.v1.NextSentenceResult\"B\n\x12NextSentenceResult\x12\x1b\n\x13is_next_probability\x18\x01 \x01(\x02\x12\x0f\n\x07is_next\x18\x02 \x01(\x08\x32\x81\x01\n\x13NextSentenceService\x12j\n\x13PredictNextSentence\x12(.bertserve.v1.PredictNextSentenceRequest\x1a).bertserve.v1.PredictNextSentenceResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n bertserve/v1/next_sentence.proto\x12\x0c\x62\x65rtserve.v1\"g\n\x1aPredictNextSentenceRequest\x12)\n\x05pairs\x18\x01 \x03(\x0b\x32\x1a.bertserve.v1.SentencePair\x12\x10\n\x08truncate\x18\x02 \x01(\x08\x12\x0c\n\x04head\x18\x03 \x01(\t\"-\n\x0cSentencePair\x12\r\n\x05\x66irst\x18\x01 \x01(\t\x12\x0e\n\x06second\x18\x02 \x01(\t\"P\n\x1bPredictNextSentenceResponse\x12\x31\n\x07results\x18\x01 \x03(\x0b\x32 .bertserve.v1.NextSentenceResult\"B\n\x12NextSentenceResult\x12\x1b\n\x13is_next_probability\x18\x01 \x01(\x02\x12\x0f\n\x07is_next\x18\x02 \x01(\x08\x32\x81\x01\n\x13NextSentenceService\x12j\n\x13PredictNextSentence\x12(.bertserve.v1.PredictNextSentenceRequest\x1a).bertserve.v1.PredictNextSentenceResponseB\x8b\x01\n\x10\x64\x65v.bertserve.v1B\x11NextSentenceProtoP\x01Z)bertserve/gen/go/bertserve/v1;bertservev1\xa2\x02\x03\x42XX\xaa\x02\x0c\x42\x65rtserve.V1\xba\x02\x02\x42S\xca\x02\x0c\x42\x65rtserve\\V1\xea\x02\rBertserve::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'bertserve.v1.next_sentence_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'\n\020dev.bertserve.v1B\021NextSentenceProtoP\001Z)bertserve/gen/go/bertserve/v1;bertservev1\242\002\003BXX\252\002\014Bertserve.V1\272\002\002BS\312\002\014Bertserve\\V1\352\002\rBertserve::V1'
   _globals['_PREDICTNEXTSENTENCEREQUEST']._serialized_start=50
   _globals['_PREDICTNEXTSENTENCEREQUEST']._serialized_end=153
   _globals['_SENTENCEPAIR']._serialized_start=155

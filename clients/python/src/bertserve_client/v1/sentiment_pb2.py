@@ -25,13 +25,14 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x62\x65rtserve/v1/sentiment.proto\x12\x0c\x62\x65rtserve.v1\"I\n\x18\x43lassifySentimentRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\x10\n\x08truncate\x18\x02 \x01(\x08\x12\x0c\n\x04head\x18\x03 \x01(\t\"K\n\x19\x43lassifySentimentResponse\x12.\n\x07results\x18\x01 \x03(\x0b\x32\x1d.bertserve.v1.SentimentResult\"Y\n\x0fSentimentResult\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12(\n\x06scores\x18\x03 \x03(\x0b\x32\x18.bertserve.v1.LabelScore\"*\n\nLabelScore\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x32x\n\x10SentimentService\x12\x64\n\x11\x43lassifySentiment\x12&.bertserve.v1.ClassifySentimentRequest\x1a\'.bertserve.v1.ClassifySentimentResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x62\x65rtserve/v1/sentiment.proto\x12\x0c\x62\x65rtserve.v1\"I\n\x18\x43lassifySentimentRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\x10\n\x08truncate\x18\x02 \x01(\x08\x12\x0c\n\x04head\x18\x03 \x01(\t\"K\n\x19\x43lassifySentimentResponse\x12.\n\x07results\x18\x01 \x03(\x0b\x32\x1d.bertserve.v1.SentimentResult\"Y\n\x0fSentimentResult\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12(\n\x06scores\x18\x03 \x03(\x0b\x32\x18.bertserve.v1.LabelScore\"*\n\nLabelScore\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x32x\n\x10SentimentService\x12\x64\n\x11\x43lassifySentiment\x12&.bertserve.v1.ClassifySentimentRequest\x1a\'.bertserve.v1.ClassifySentimentResponseB\x88\x01\n\x10\x64\x65v.bertserve.v1B\x0eSentimentProtoP\x01Z)bertserve/gen/go/bertserve/v1;bertservev1\xa2\x02\x03\x42XX\xaa\x02\x0c\x42\x65rtserve.V1\xba\x02\x02\x42S\xca\x02\x0c\x42\x65rtserve\\V1\xea\x02\rBertserve::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'bertserve.v1.sentiment_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'\n\020dev.bertserve.v1B\016SentimentProtoP\001Z)bertserve/gen/go/bertserve/v1;bertservev1\242\002\003BXX\252\002\014Bertserve.V1\272\002\002BS\312\002\014Bertserve\\V1\352\002\rBertserve::V1'
   _globals['_CLASSIFYSENTIMENTREQUEST']._serialized_start=46
   _globals['_CLASSIFYSENTIMENTREQUEST']._serialized_end=119
   _globals['_CLASSIFYSENTIMENTRESPONSE']._serialized_start=121
