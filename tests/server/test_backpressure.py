@@ -17,42 +17,8 @@ import pytest
 from bertserve.background import BackgroundServer
 from bertserve.config import BatchingConfig, ServerConfig
 from bertserve_client.v1 import sentiment_pb2 as st, sentiment_pb2_grpc as st_grpc
+from gates import EncoderGate, wait_until
 from rpc import decode
-
-
-class EncoderGate:
-    """Makes the server's encoder forward wait until `open()`; counts the rows it really ran."""
-
-    def __init__(self, server: BackgroundServer) -> None:
-        self.encoder = server.runtime.encoder
-        self.batcher = server.runtime.batcher
-        self._original = self.encoder.forward_packed
-        self._open = threading.Event()
-        self.entered = threading.Event()
-        self.rows_run = 0
-
-        def gated(rows: Any) -> Any:
-            self.entered.set()
-            self._open.wait(30)
-            self.rows_run += len(rows)
-            return self._original(rows)
-
-        self.encoder.forward_packed = gated  # type: ignore[method-assign]
-
-    def open(self) -> None:
-        self._open.set()
-
-    def restore(self) -> None:
-        self._open.set()
-        self.encoder.forward_packed = self._original  # type: ignore[method-assign]
-
-
-def wait_until(condition: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.005)
 
 
 @pytest.fixture(scope="module")

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from typing import Any
 
 import grpc
@@ -61,6 +62,8 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
             return handler
         if handler.unary_unary is not None:
             return self._unary(handler, method)
+        if handler.stream_stream is not None and inspect.isasyncgenfunction(handler.stream_stream):
+            return self._stream(handler, method)
         if handler.stream_stream is not None:  # a call refused before its handler (authentication)
             return self._refused(handler, method)
         return handler
@@ -88,6 +91,27 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
                 return response
 
         return grpc.unary_unary_rpc_method_handler(
+            observed,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    def _stream(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        """A streaming RPC: one admission slot and one log line for the whole stream, errors mapped."""
+        inner = handler.stream_stream
+
+        async def observed(requests: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            async with self._track(context, method):
+                try:
+                    async with self._admission.admit():
+                        await context.send_initial_metadata(((REQUEST_ID_KEY, current_request_id()),))
+                        async with aclosing(inner(requests, context)) as responses:
+                            async for response in responses:
+                                yield response
+                except BertServeError as error:
+                    await context.abort_with_status(to_status(error, _request_id_trailer()))
+
+        return grpc.stream_stream_rpc_method_handler(
             observed,
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,

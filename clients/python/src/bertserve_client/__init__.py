@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from ._channel import PemSource, RetryPolicy
 from ._requests import USE_CLIENT_DEFAULT, UseClientDefault
+from ._streams import StreamInput, StreamResult
 from .aio import AsyncBertServeClient
 from .client import BertServeClient
 from .errors import (
@@ -70,6 +71,8 @@ __all__ = [
     "FillMaskResult",
     "HeadInfo",
     "HeadOutputError",
+    "StreamInput",
+    "StreamResult",
     "HeadState",
     "InternalError",
     "InvalidArgumentError",

@@ -7,7 +7,7 @@ coroutine method that sends the planned call and awaits the result.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine, Iterable
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -17,7 +17,10 @@ from . import _methods as api, _requests as rq
 from ._base import ClientBase, HealthPoll
 from ._channel import ChannelPlan
 from ._methods import Call
+from ._requests import USE_CLIENT_DEFAULT, Timeout
+from ._streams import PREDICT_STREAM_DOC, StreamItem, StreamResult, stream_request, stream_result
 from .errors import error_from_rpc
+from .v1 import inference_pb2
 
 __all__ = ["AsyncBertServeClient"]
 
@@ -34,6 +37,20 @@ def _awaitable(
         return await self._invoke(plan(*args, **kwargs))
 
     return api.dress_as_method(method, plan, "AsyncBertServeClient")
+
+
+async def _requests_of(
+    inputs: Iterable[StreamItem] | AsyncIterable[StreamItem],
+) -> AsyncIterator[inference_pb2.PredictStreamRequest]:
+    """The stream's requests, from a sync or an async iterable of inputs."""
+    if isinstance(inputs, AsyncIterable):
+        index = 0
+        async for item in inputs:
+            yield stream_request(item, index)
+            index += 1
+    else:
+        for index, item in enumerate(inputs):
+            yield stream_request(item, index)
 
 
 class AsyncBertServeClient(ClientBase[grpc.aio.Channel]):
@@ -139,6 +156,22 @@ class AsyncBertServeClient(ClientBase[grpc.aio.Channel]):
     get_head = _awaitable(api.get_head)
     predict = _awaitable(api.predict)
     analyze = _awaitable(api.analyze)
+
+    async def predict_stream(
+        self, inputs: Iterable[StreamItem] | AsyncIterable[StreamItem], *, timeout: Timeout = USE_CLIENT_DEFAULT
+    ) -> AsyncIterator[StreamResult]:
+        call = self._open().inference.PredictStream(
+            _requests_of(inputs), timeout=rq.resolve_timeout(timeout, self.timeout), metadata=self._metadata
+        )
+        try:
+            async for response in call:
+                yield stream_result(response)
+        except grpc.RpcError as err:
+            raise error_from_rpc(err) from err
+        finally:
+            call.cancel()  # a no-op once the stream ended; drops the server's queued inputs otherwise
+
+    predict_stream.__doc__ = PREDICT_STREAM_DOC.format(iterable="sync or async: a list, an async generator")
 
     async def wait_until_ready(self, timeout: float = 60.0) -> None:
         """Wait until the server's grpc.health.v1 status is SERVING (its encoder is loaded).

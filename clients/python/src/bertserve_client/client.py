@@ -7,7 +7,7 @@ method that sends the planned call and waits for the result.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Concatenate, ParamSpec, TypeVar
 
@@ -17,6 +17,8 @@ from . import _methods as api, _requests as rq
 from ._base import ClientBase, HealthPoll
 from ._channel import ChannelPlan
 from ._methods import Call
+from ._requests import USE_CLIENT_DEFAULT, Timeout
+from ._streams import PREDICT_STREAM_DOC, StreamItem, StreamResult, stream_request, stream_result
 from .errors import error_from_rpc
 
 __all__ = ["BertServeClient"]
@@ -132,6 +134,23 @@ class BertServeClient(ClientBase[grpc.Channel]):
     get_head = _blocking(api.get_head)
     predict = _blocking(api.predict)
     analyze = _blocking(api.analyze)
+
+    def predict_stream(
+        self, inputs: Iterable[StreamItem], *, timeout: Timeout = USE_CLIENT_DEFAULT
+    ) -> Iterator[StreamResult]:
+        requests = (stream_request(item, index) for index, item in enumerate(inputs))
+        call = self._open().inference.PredictStream(
+            requests, timeout=rq.resolve_timeout(timeout, self.timeout), metadata=self._metadata
+        )
+        try:
+            for response in call:
+                yield stream_result(response)
+        except grpc.RpcError as err:
+            raise error_from_rpc(err) from err
+        finally:
+            call.cancel()  # a no-op once the stream ended; drops the server's queued inputs otherwise
+
+    predict_stream.__doc__ = PREDICT_STREAM_DOC.format(iterable="a list, a generator")
 
     def wait_until_ready(self, timeout: float = 60.0) -> None:
         """Block until the server's grpc.health.v1 status is SERVING (its encoder is loaded).

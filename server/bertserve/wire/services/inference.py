@@ -1,6 +1,9 @@
-"""bertserve.v1.InferenceService: Predict and Analyze on any head, with JSON-like data."""
+"""bertserve.v1.InferenceService: Predict, Analyze and PredictStream on any head, with JSON-like data."""
 
 from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import aclosing
 
 import grpc
 from bertserve_client.v1 import inference_pb2, inference_pb2_grpc
@@ -10,7 +13,7 @@ from bertserve.plugin.errors import BertServeError
 from bertserve.plugin.service import InputFields
 from bertserve.runtime.analyze import AnalyzeFields
 from bertserve.runtime.runner import Runtime
-from bertserve.wire.status import code_number
+from bertserve.wire.services.stream import head_error, predict_stream
 
 PREDICT_FIELDS = InputFields("input", single=True)
 ANALYZE_FIELDS = AnalyzeFields(inputs="inputs", heads="heads", head="head", options="options")
@@ -35,6 +38,16 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
         output = await self._runtime.predict(request.head, data, context, fields=PREDICT_FIELDS)
         return inference_pb2.PredictResponse(output=to_struct(output))
 
+    async def PredictStream(  # noqa: N802
+        self,
+        request_iterator: AsyncIterator[inference_pb2.PredictStreamRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[inference_pb2.PredictStreamResponse]:
+        limit = self._runtime.config.max_inputs_per_request
+        async with aclosing(predict_stream(self._runtime, request_iterator, context, limit=limit)) as responses:
+            async for response in responses:
+                yield response
+
     async def Analyze(  # noqa: N802
         self, request: inference_pb2.AnalyzeRequest, context: grpc.aio.ServicerContext
     ) -> inference_pb2.AnalyzeResponse:
@@ -55,10 +68,4 @@ def head_output(name: str, output: dict[str, object] | BertServeError) -> infere
     """One head's Analyze output for one input, or its error in place."""
     if not isinstance(output, BertServeError):
         return inference_pb2.HeadOutput(head=name, output=to_struct(output))
-    error = inference_pb2.HeadError(
-        code=code_number(output),
-        message=output.message,
-        reason=output.reason,
-        field=output.field_violations[0].field if output.field_violations else "",
-    )
-    return inference_pb2.HeadOutput(head=name, error=error)
+    return inference_pb2.HeadOutput(head=name, error=head_error(output))

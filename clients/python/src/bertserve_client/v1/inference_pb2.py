@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x62\x65rtserve/v1/inference.proto\x12\x0c\x62\x65rtserve.v1\x1a\x1cgoogle/protobuf/struct.proto\"F\n\x0ePredictRequest\x12\x0c\n\x04head\x18\x01 \x01(\t\x12&\n\x05input\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\":\n\x0fPredictResponse\x12\'\n\x06output\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\"f\n\x0e\x41nalyzeRequest\x12*\n\x06inputs\x18\x01 \x03(\x0b\x32\x1a.bertserve.v1.AnalyzeInput\x12(\n\x05heads\x18\x02 \x03(\x0b\x32\x19.bertserve.v1.HeadOptions\"/\n\x0c\x41nalyzeInput\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\ttext_pair\x18\x02 \x01(\t\"E\n\x0bHeadOptions\x12\x0c\n\x04head\x18\x01 \x01(\t\x12(\n\x07options\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"?\n\x0f\x41nalyzeResponse\x12,\n\x07results\x18\x01 \x03(\x0b\x32\x1b.bertserve.v1.AnalyzeResult\":\n\rAnalyzeResult\x12)\n\x07outputs\x18\x01 \x03(\x0b\x32\x18.bertserve.v1.HeadOutput\"k\n\nHeadOutput\x12\x0c\n\x04head\x18\x01 \x01(\t\x12\'\n\x06output\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12&\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x17.bertserve.v1.HeadError\"I\n\tHeadError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\r\n\x05\x66ield\x18\x04 \x01(\t2\xa2\x01\n\x10InferenceService\x12\x46\n\x07Predict\x12\x1c.bertserve.v1.PredictRequest\x1a\x1d.bertserve.v1.PredictResponse\x12\x46\n\x07\x41nalyze\x12\x1c.bertserve.v1.AnalyzeRequest\x1a\x1d.bertserve.v1.AnalyzeResponseB\x88\x01\n\x10\x64\x65v.bertserve.v1B\x0eInferenceProtoP\x01Z)bertserve/gen/go/bertserve/v1;bertservev1\xa2\x02\x03\x42XX\xaa\x02\x0c\x42\x65rtserve.V1\xba\x02\x02\x42S\xca\x02\x0c\x42\x65rtserve\\V1\xea\x02\rBertserve::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x62\x65rtserve/v1/inference.proto\x12\x0c\x62\x65rtserve.v1\x1a\x1cgoogle/protobuf/struct.proto\"X\n\x14PredictStreamRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04head\x18\x02 \x01(\t\x12&\n\x05input\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"\x82\x01\n\x15PredictStreamResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04head\x18\x02 \x01(\t\x12\'\n\x06output\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12&\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x17.bertserve.v1.HeadError\"F\n\x0ePredictRequest\x12\x0c\n\x04head\x18\x01 \x01(\t\x12&\n\x05input\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\":\n\x0fPredictResponse\x12\'\n\x06output\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\"f\n\x0e\x41nalyzeRequest\x12*\n\x06inputs\x18\x01 \x03(\x0b\x32\x1a.bertserve.v1.AnalyzeInput\x12(\n\x05heads\x18\x02 \x03(\x0b\x32\x19.bertserve.v1.HeadOptions\"/\n\x0c\x41nalyzeInput\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\ttext_pair\x18\x02 \x01(\t\"E\n\x0bHeadOptions\x12\x0c\n\x04head\x18\x01 \x01(\t\x12(\n\x07options\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"?\n\x0f\x41nalyzeResponse\x12,\n\x07results\x18\x01 \x03(\x0b\x32\x1b.bertserve.v1.AnalyzeResult\":\n\rAnalyzeResult\x12)\n\x07outputs\x18\x01 \x03(\x0b\x32\x18.bertserve.v1.HeadOutput\"k\n\nHeadOutput\x12\x0c\n\x04head\x18\x01 \x01(\t\x12\'\n\x06output\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12&\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x17.bertserve.v1.HeadError\"I\n\tHeadError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\r\n\x05\x66ield\x18\x04 \x01(\t2\x80\x02\n\x10InferenceService\x12\x46\n\x07Predict\x12\x1c.bertserve.v1.PredictRequest\x1a\x1d.bertserve.v1.PredictResponse\x12\x46\n\x07\x41nalyze\x12\x1c.bertserve.v1.AnalyzeRequest\x1a\x1d.bertserve.v1.AnalyzeResponse\x12\\\n\rPredictStream\x12\".bertserve.v1.PredictStreamRequest\x1a#.bertserve.v1.PredictStreamResponse(\x01\x30\x01\x42\x88\x01\n\x10\x64\x65v.bertserve.v1B\x0eInferenceProtoP\x01Z)bertserve/gen/go/bertserve/v1;bertservev1\xa2\x02\x03\x42XX\xaa\x02\x0c\x42\x65rtserve.V1\xba\x02\x02\x42S\xca\x02\x0c\x42\x65rtserve\\V1\xea\x02\rBertserve::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,24 +34,28 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'bertserve.v1.inference_pb2'
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\020dev.bertserve.v1B\016InferenceProtoP\001Z)bertserve/gen/go/bertserve/v1;bertservev1\242\002\003BXX\252\002\014Bertserve.V1\272\002\002BS\312\002\014Bertserve\\V1\352\002\rBertserve::V1'
-  _globals['_PREDICTREQUEST']._serialized_start=76
-  _globals['_PREDICTREQUEST']._serialized_end=146
-  _globals['_PREDICTRESPONSE']._serialized_start=148
-  _globals['_PREDICTRESPONSE']._serialized_end=206
-  _globals['_ANALYZEREQUEST']._serialized_start=208
-  _globals['_ANALYZEREQUEST']._serialized_end=310
-  _globals['_ANALYZEINPUT']._serialized_start=312
-  _globals['_ANALYZEINPUT']._serialized_end=359
-  _globals['_HEADOPTIONS']._serialized_start=361
-  _globals['_HEADOPTIONS']._serialized_end=430
-  _globals['_ANALYZERESPONSE']._serialized_start=432
-  _globals['_ANALYZERESPONSE']._serialized_end=495
-  _globals['_ANALYZERESULT']._serialized_start=497
-  _globals['_ANALYZERESULT']._serialized_end=555
-  _globals['_HEADOUTPUT']._serialized_start=557
-  _globals['_HEADOUTPUT']._serialized_end=664
-  _globals['_HEADERROR']._serialized_start=666
-  _globals['_HEADERROR']._serialized_end=739
-  _globals['_INFERENCESERVICE']._serialized_start=742
-  _globals['_INFERENCESERVICE']._serialized_end=904
+  _globals['_PREDICTSTREAMREQUEST']._serialized_start=76
+  _globals['_PREDICTSTREAMREQUEST']._serialized_end=164
+  _globals['_PREDICTSTREAMRESPONSE']._serialized_start=167
+  _globals['_PREDICTSTREAMRESPONSE']._serialized_end=297
+  _globals['_PREDICTREQUEST']._serialized_start=299
+  _globals['_PREDICTREQUEST']._serialized_end=369
+  _globals['_PREDICTRESPONSE']._serialized_start=371
+  _globals['_PREDICTRESPONSE']._serialized_end=429
+  _globals['_ANALYZEREQUEST']._serialized_start=431
+  _globals['_ANALYZEREQUEST']._serialized_end=533
+  _globals['_ANALYZEINPUT']._serialized_start=535
+  _globals['_ANALYZEINPUT']._serialized_end=582
+  _globals['_HEADOPTIONS']._serialized_start=584
+  _globals['_HEADOPTIONS']._serialized_end=653
+  _globals['_ANALYZERESPONSE']._serialized_start=655
+  _globals['_ANALYZERESPONSE']._serialized_end=718
+  _globals['_ANALYZERESULT']._serialized_start=720
+  _globals['_ANALYZERESULT']._serialized_end=778
+  _globals['_HEADOUTPUT']._serialized_start=780
+  _globals['_HEADOUTPUT']._serialized_end=887
+  _globals['_HEADERROR']._serialized_start=889
+  _globals['_HEADERROR']._serialized_end=962
+  _globals['_INFERENCESERVICE']._serialized_start=965
+  _globals['_INFERENCESERVICE']._serialized_end=1221
 # @@protoc_insertion_point(module_scope)

@@ -48,6 +48,11 @@ class InferenceServiceStub:
                 request_serializer=bertserve_dot_v1_dot_inference__pb2.AnalyzeRequest.SerializeToString,
                 response_deserializer=bertserve_dot_v1_dot_inference__pb2.AnalyzeResponse.FromString,
                 _registered_method=True)
+        self.PredictStream = channel.stream_stream(
+                '/bertserve.v1.InferenceService/PredictStream',
+                request_serializer=bertserve_dot_v1_dot_inference__pb2.PredictStreamRequest.SerializeToString,
+                response_deserializer=bertserve_dot_v1_dot_inference__pb2.PredictStreamResponse.FromString,
+                _registered_method=True)
 
 
 class InferenceServiceServicer:
@@ -71,6 +76,19 @@ class InferenceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PredictStream(self, request_iterator, context):
+        """PredictStream runs many inputs, each for any head, over one stream. Each
+        input carries the caller's id; each result carries that id and comes as
+        soon as it is computed, in any order. A bad input gets its own result
+        with an error and the stream goes on. At most max_inputs_per_request
+        inputs of one stream are in flight: beyond that the server stops reading
+        until results have been sent. Cancelling the stream drops the inputs
+        still queued; half-closing it answers every input sent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InferenceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -83,6 +101,11 @@ def add_InferenceServiceServicer_to_server(servicer, server):
                     servicer.Analyze,
                     request_deserializer=bertserve_dot_v1_dot_inference__pb2.AnalyzeRequest.FromString,
                     response_serializer=bertserve_dot_v1_dot_inference__pb2.AnalyzeResponse.SerializeToString,
+            ),
+            'PredictStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.PredictStream,
+                    request_deserializer=bertserve_dot_v1_dot_inference__pb2.PredictStreamRequest.FromString,
+                    response_serializer=bertserve_dot_v1_dot_inference__pb2.PredictStreamResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -142,6 +165,33 @@ class InferenceService:
             '/bertserve.v1.InferenceService/Analyze',
             bertserve_dot_v1_dot_inference__pb2.AnalyzeRequest.SerializeToString,
             bertserve_dot_v1_dot_inference__pb2.AnalyzeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PredictStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/bertserve.v1.InferenceService/PredictStream',
+            bertserve_dot_v1_dot_inference__pb2.PredictStreamRequest.SerializeToString,
+            bertserve_dot_v1_dot_inference__pb2.PredictStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,
