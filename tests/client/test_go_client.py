@@ -1,0 +1,251 @@
+"""Cross-language interop: the Go client example (clients/go/cmd/bertserve-call) against the server.
+
+The Go program is built once per module from Debian's packages only (golang-go, protobuf-compiler,
+protoc-gen-go, protoc-gen-go-grpc and the golang-*-dev libraries; see clients/go/README.md):
+clients/go/generate.sh makes the stubs from protos/bertserve/v1 and a vendor/ tree of links to
+/usr/share/gocode/src, and `go build` runs offline in -mod=vendor mode. Each mode's JSON must match
+what the Python client library gets for the same call on the same server.
+
+Skipped, with the reason, where `go`, `protoc`, the protoc plugins or the Go library packages are missing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from bertserve.background import BackgroundServer
+from bertserve.config import SecurityConfig, ServerConfig
+from bertserve_client import BertServeClient, HeadInfo, InvalidArgumentError
+
+REPO = Path(__file__).resolve().parents[2]
+GO_DIR = REPO / "clients" / "go"
+PROTO_ROOT = REPO / "protos"
+GO_PACKAGES = "golang-go protobuf-compiler protoc-gen-go protoc-gen-go-grpc golang-google-grpc-dev"
+TOOLS = ("go", "protoc", "protoc-gen-go", "protoc-gen-go-grpc")
+MISSING_TOOLS = [tool for tool in TOOLS if shutil.which(tool) is None]
+BUILD_OUTPUTS = ["gen", "vendor", "bertserve-call"]  # git-ignored, made by generate.sh and go build
+GENERATE_MISSING = 3  # generate.sh's exit status when a Debian package is missing
+
+pytestmark = pytest.mark.skipif(
+    bool(MISSING_TOOLS), reason=f"{', '.join(MISSING_TOOLS)} not on PATH (Debian packages: {GO_PACKAGES})"
+)
+
+# The inputs of each call, the same on the Go and the Python side.
+FILL_MASK_TEXT = "the [MASK] was good ."
+FILL_MASK_TOP_K = 3
+SENTIMENT_TEXT = "a great movie"
+QUESTION, CONTEXT = "who went home ?", "john went home at night ."
+SENTENCE_PAIR = ("john went home .", "he slept .")
+PREDICT_HEAD, PREDICT_INPUT = "sentiment", {"text": SENTIMENT_TEXT}
+
+MODE_ARGS: dict[str, list[str]] = {
+    "fill-mask": ["--text", FILL_MASK_TEXT, "--top-k", str(FILL_MASK_TOP_K)],
+    "next-sentence": ["--first", SENTENCE_PAIR[0], "--second", SENTENCE_PAIR[1]],
+    "sentiment": ["--text", SENTIMENT_TEXT],
+    "answer": ["--question", QUESTION, "--context", CONTEXT],
+    "predict": ["--head", PREDICT_HEAD, "--input", json.dumps(PREDICT_INPUT)],
+    "list-heads": [],
+    "error": [],
+}
+COMPARED_MODES = ["fill-mask", "next-sentence", "sentiment", "answer", "predict", "list-heads"]
+
+SCORE_TOLERANCE = 1e-5
+
+
+def go_env() -> dict[str, str]:
+    """Offline: no proxy, no checksum database, no toolchain download, the vendor/ tree only."""
+    return {
+        **os.environ,
+        "GO111MODULE": "on",
+        "GOFLAGS": "-mod=vendor",
+        "GOPROXY": "off",
+        "GOSUMDB": "off",
+        "GOTOOLCHAIN": "local",
+    }
+
+
+@pytest.fixture(scope="module")
+def go_client(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """bertserve-call, built from a copy of clients/go (so the build writes nothing into the checkout)."""
+    work = tmp_path_factory.mktemp("go-client")
+    source = work / "src"
+    # Only the sources: not the checkout's own gen/, vendor/ or built program, if any.
+    shutil.copytree(GO_DIR, source, ignore=lambda folder, _: BUILD_OUTPUTS if Path(folder) == GO_DIR else [])
+    generated = subprocess.run(
+        ["bash", str(source / "generate.sh")],
+        env={**go_env(), "BERTSERVE_PROTOS": str(PROTO_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if generated.returncode == GENERATE_MISSING:
+        pytest.skip(generated.stderr.strip())
+    assert generated.returncode == 0, f"generate.sh exited {generated.returncode}:\n{generated.stderr}"
+    binary = work / "bertserve-call"
+    built = subprocess.run(
+        ["go", "build", "-o", str(binary), "./cmd/bertserve-call"],
+        cwd=source,
+        env=go_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert built.returncode == 0, f"go build exited {built.returncode}:\n{built.stderr}{built.stdout}"
+    return binary
+
+
+def run_go(binary: Path, address: str, mode: str, *extra: str) -> dict[str, Any]:
+    done = subprocess.run(
+        [str(binary), "--target", address, "--mode", mode, *MODE_ARGS[mode], *extra],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, f"bertserve-call --mode {mode} exited {done.returncode}:\n{done.stderr}{done.stdout}"
+    lines = done.stdout.splitlines()
+    assert len(lines) == 1, f"--mode {mode} printed {len(lines)} lines, not one JSON object:\n{done.stdout}"
+    result: dict[str, Any] = json.loads(lines[0])
+    return result
+
+
+@pytest.fixture(scope="module")
+def go_results(go_client: Path, server: BackgroundServer) -> dict[str, dict[str, Any]]:
+    return {mode: run_go(go_client, server.address, mode) for mode in MODE_ARGS}
+
+
+def assert_matches(actual: Any, expected: Any, where: str = "") -> None:
+    """Deep equality, with floats compared within SCORE_TOLERANCE; `where` names the spot that differs."""
+    if isinstance(expected, float):
+        # JSON may spell a float that is a whole number (0.0, 1.0) as an int.
+        is_number = isinstance(actual, (int, float)) and not isinstance(actual, bool)
+        assert is_number, f"{where}: {actual!r} is not a number"
+        close = math.isclose(actual, expected, rel_tol=0.0, abs_tol=SCORE_TOLERANCE)
+        assert close, f"{where}: {actual!r} != {expected!r} (tolerance {SCORE_TOLERANCE})"
+    elif isinstance(expected, dict):
+        assert isinstance(actual, dict), f"{where}: {actual!r} is not an object"
+        assert set(actual) == set(expected), f"{where}: keys {sorted(actual)} != {sorted(expected)}"
+        for key in expected:
+            assert_matches(actual[key], expected[key], f"{where}.{key}")
+    elif isinstance(expected, (list, tuple)):
+        assert isinstance(actual, list), f"{where}: {actual!r} is not a list"
+        assert len(actual) == len(expected), f"{where}: {len(actual)} items != {len(expected)}"
+        for index, (got, want) in enumerate(zip(actual, expected)):
+            assert_matches(got, want, f"{where}[{index}]")
+    else:
+        assert actual == expected, f"{where}: {actual!r} != {expected!r}"
+        assert type(actual) is type(expected), f"{where}: {type(actual).__name__} != {type(expected).__name__}"
+
+
+def python_head(head: HeadInfo) -> dict[str, Any]:
+    """A HeadInfo shaped like the proto message, its schemas as JSON values."""
+    fields = dataclasses.asdict(head)
+    fields["state"] = f"HEAD_STATE_{head.state.value}"
+    return fields
+
+
+@pytest.fixture(scope="module")
+def python_results(server: BackgroundServer) -> dict[str, Any]:
+    """The Python client's answers to the calls bertserve-call makes, shaped like the proto responses."""
+    with BertServeClient(server.address, timeout=10) as client:
+        client.wait_until_ready(timeout=30)
+
+        def results(items: list[Any]) -> dict[str, Any]:
+            return {"results": [dataclasses.asdict(item) for item in items]}
+
+        with pytest.raises(InvalidArgumentError) as bad:
+            client.fill_mask(["no mask"])
+        return {
+            "fill-mask": results(client.fill_mask([FILL_MASK_TEXT], top_k=FILL_MASK_TOP_K)),
+            "next-sentence": results(client.next_sentence([SENTENCE_PAIR])),
+            "sentiment": results(client.sentiment([SENTIMENT_TEXT])),
+            "answer": results(client.answer([(QUESTION, CONTEXT)])),
+            "predict": {"output": client.predict(PREDICT_HEAD, PREDICT_INPUT)},
+            "list-heads": {"heads": [python_head(head) for head in client.list_heads()]},
+            "error": bad.value,
+        }
+
+
+@pytest.mark.parametrize("mode", COMPARED_MODES)
+def test_go_results_match_python_client(
+    mode: str, go_results: dict[str, dict[str, Any]], python_results: dict[str, Any]
+) -> None:
+    assert_matches(go_results[mode], python_results[mode], mode)
+
+
+@pytest.mark.parametrize("mode", COMPARED_MODES)
+def test_go_results_are_not_empty(mode: str, go_results: dict[str, dict[str, Any]]) -> None:
+    """Guards against both clients agreeing on nothing."""
+    result = go_results[mode]
+    if mode == "fill-mask":
+        predictions = result["results"][0]["masks"][0]["predictions"]
+        assert len(predictions) == FILL_MASK_TOP_K
+        assert all(isinstance(p["token_id"], int) and p["token"] for p in predictions)
+        assert all(p["sequence"] and "[MASK]" not in p["sequence"] for p in predictions)
+    elif mode == "next-sentence":
+        verdict = result["results"][0]
+        assert verdict["is_next"] == (verdict["is_next_probability"] >= 0.5)
+    elif mode == "sentiment":
+        sentiment = result["results"][0]
+        assert sentiment["label"] in {s["label"] for s in sentiment["scores"]}
+        assert math.isclose(sum(s["score"] for s in sentiment["scores"]), 1.0, abs_tol=1e-4)
+    elif mode == "answer":
+        best = result["results"][0]["answers"][0]
+        assert CONTEXT[best["start"] : best["end"]] == best["text"] != ""
+    elif mode == "predict":
+        assert_matches(result["output"], go_results["sentiment"]["results"][0], "predict vs sentiment")
+    elif mode == "list-heads":
+        heads = {h["name"]: h for h in result["heads"]}
+        assert {"fill-mask", "next-sentence", "sentiment", "question-answering"} <= set(heads)
+        assert {h["state"] for h in heads.values()} == {"HEAD_STATE_LOADED"}
+        # A JSON Schema integer keyword arrives as a JSON integer, not as the Struct's double.
+        assert heads["sentiment"]["input_schema"]["properties"]["text"]["minLength"] == 1
+
+
+def test_go_sees_invalid_argument_with_rich_details(
+    go_results: dict[str, dict[str, Any]], python_results: dict[str, Any]
+) -> None:
+    bad = go_results["error"]
+    python_error: InvalidArgumentError = python_results["error"]
+    assert bad["code"] == grpc.StatusCode.INVALID_ARGUMENT.value[0] == 3
+    assert bad["code_name"] == "INVALID_ARGUMENT"
+    assert "[MASK]" in bad["message"] and bad["message"] == python_error.message
+    by_type = {detail["type_url"].rsplit("/", 1)[-1]: detail for detail in bad["details"]}
+    assert "google.rpc.ErrorInfo" in by_type, f"no ErrorInfo among the details: {bad['details']}"
+    info = by_type["google.rpc.ErrorInfo"]
+    assert info["reason"] == python_error.reason != ""
+    assert info["domain"] == python_error.domain == "bertserve"
+    assert info["metadata"] == python_error.metadata
+    violations = by_type["google.rpc.BadRequest"]["field_violations"]
+    assert [(v["field"], v["description"]) for v in violations] == [
+        (v.field, v.description) for v in python_error.field_violations
+    ]
+    assert [v["field"] for v in violations] == ["texts[0]"]
+
+
+def test_go_client_authenticates_with_a_bearer_token(go_client: Path, tiny_config: ServerConfig) -> None:
+    """--token sends `authorization: Bearer ...`: refused without it, answered with it."""
+    config = dataclasses.replace(tiny_config, security=SecurityConfig(tokens=("go-client-token-1",)))
+    with BackgroundServer(config) as running:
+        refused = subprocess.run(
+            [str(go_client), "--target", running.address, "--mode", "sentiment", *MODE_ARGS["sentiment"]],
+            env={key: value for key, value in os.environ.items() if key != "BERTSERVE_TOKEN"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        answered = run_go(go_client, running.address, "sentiment", "--token", "go-client-token-1")
+    assert refused.returncode == 1 and "Unauthenticated" in refused.stderr, refused.stderr
+    assert answered["results"][0]["label"]
