@@ -8,7 +8,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import aclosing, asynccontextmanager
+from contextlib import aclosing, asynccontextmanager, nullcontext
 from typing import Any
 
 import grpc
@@ -71,10 +71,12 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
     def _unary(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         inner = handler.unary_unary
 
+        admit = self._admission.admit if method not in PROBES else nullcontext
+
         async def observed(request: Any, context: grpc.aio.ServicerContext) -> Any:
             async with self._track(context, method):
                 try:
-                    async with self._admission.admit():
+                    async with admit():
                         response = await inner(request, context)
                 except BertServeError as error:
                     if status_code(error) is grpc.StatusCode.INTERNAL:
@@ -167,6 +169,9 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
 
 
 REQUEST_ID_KEY = "x-request-id"
+
+# Liveness and readiness probes of other protocols: answered while loading or draining, never refused.
+PROBES = frozenset({"/inference.GRPCInferenceService/ServerLive", "/inference.GRPCInferenceService/ServerReady"})
 _REQUEST_ID_ALLOWED = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:/")
 
 

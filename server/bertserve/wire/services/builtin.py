@@ -19,6 +19,7 @@ from bertserve.config import ServerConfig
 from bertserve.plugin.hooks import API_VERSION, hookimpl
 from bertserve.plugin.service import ServiceDefinition
 from bertserve.version import __version__
+from bertserve.wire.oip import grpc_service as oip
 from bertserve.wire.services.inference import InferenceService
 from bertserve.wire.services.model import ModelService
 from bertserve.wire.services.tasks import (
@@ -70,12 +71,18 @@ _SERVICES: list[tuple[str, Callable[[Any, Any], None], Callable[[Any], Any], tup
         InferenceService,
         (),
     ),
+    (
+        oip.SERVICE_NAME,  # the Open Inference Protocol (KServe v2, Triton's messages): every head is a model
+        oip.add_to_server,
+        oip.GRPCInferenceService,
+        (),
+    ),
 ]
 
 
 @hookimpl
 def register_services(register: Callable[[ServiceDefinition], None], config: ServerConfig) -> None:
-    """The four task services (each needs its default head), model and inference."""
+    """The four task services (each needs its default head), model, inference and the Open Inference Protocol."""
     for name, add_to_server, servicer, heads in _SERVICES:
         register(ServiceDefinition(name, _adder(add_to_server, servicer), heads=heads))
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import grpc
@@ -44,7 +44,7 @@ async def predict_stream(
     context: grpc.aio.ServicerContext,
     *,
     limit: int,
-) -> AsyncIterator[inference_pb2.PredictStreamResponse]:
+) -> AsyncGenerator[inference_pb2.PredictStreamResponse, None]:
     """Answer every input of `requests`, at most `limit` in flight, results in completion order."""
     slots = asyncio.Semaphore(limit)
     results: asyncio.Queue[inference_pb2.PredictStreamResponse | _End] = asyncio.Queue()
