@@ -32,6 +32,7 @@ from bertserve.runtime.memory import release_free_memory
 from bertserve.runtime.metrics import MetricsEndpoint, ServerMetrics
 from bertserve.runtime.runner import Runtime
 from bertserve.version import __version__
+from bertserve.wire.http import HttpGatewayServer
 from bertserve.wire.interceptor import RequestInterceptor
 from bertserve.wire.security import AuthInterceptor, TokenStore, current_principal, server_credentials
 from bertserve.wire.services import builtin
@@ -121,6 +122,7 @@ class BertServeServer:
         self._server = grpc.aio.server(interceptors=interceptors, options=server_options(config))
         self._metrics_endpoint: MetricsEndpoint | None = None
         self._health_server: grpc.aio.Server | None = None
+        self._http = HttpGatewayServer(config, self.tokens) if config.http.port is not None else None
         self.health_port: int | None = None
         self._registry: HeadRegistry | None = None
         self.port: int | None = None
@@ -153,11 +155,15 @@ class BertServeServer:
             self.port = self._server.add_secure_port(address, self._credentials)
         else:
             self.port = self._server.add_insecure_port(address)
+        if self._http is not None:
+            self._http.attach(self._server)
         await self._server.start()
         security = self.config.security
         transport = "mutual TLS" if security.tls_client_ca else "TLS" if security.tls else "plaintext"
         access = f"{len(self.tokens)} bearer tokens" if self.tokens is not None else "no authentication"
         log.info("listening on %s:%d (loading; %s, %s)", self.config.host, self.port, transport, access)
+        if self._http is not None:
+            await self._http.start(names, self.port)
         return self.port
 
     async def load(self) -> Runtime:
@@ -207,6 +213,11 @@ class BertServeServer:
         self.health_port = self._health_server.add_insecure_port(f"{self.config.host}:{self.config.health_port}")
         await self._health_server.start()
         log.info("plaintext health on %s:%d", self.config.host, self.health_port)
+
+    @property
+    def http_port(self) -> int | None:
+        """The bound port of the HTTP/JSON gateway, or None when it is off."""
+        return self._http.port if self._http is not None else None
 
     @property
     def metrics_port(self) -> int | None:
@@ -263,6 +274,8 @@ class BertServeServer:
         if grace:
             await self.drain(grace)
         await self._health.enter_graceful_shutdown()
+        if self._http is not None:
+            await self._http.stop()
         await self._server.stop(1.0 if grace else None)
         if self._runtime.value is not None:
             await self._runtime.value.close()

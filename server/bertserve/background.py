@@ -38,6 +38,13 @@ class BackgroundServer:
         assert self._server is not None
         return self._server.runtime
 
+    @property
+    def http_address(self) -> str | None:
+        """``host:port`` of the HTTP/JSON door, or None when it is off."""
+        assert self._server is not None
+        port = self._server.http_port
+        return f"{self._config.http.host}:{port}" if port is not None else None
+
     def call(self, coroutine: Any, timeout: float | None = None) -> Any:
         """Run a coroutine on the server's loop and return its result."""
         future: Future[Any] = asyncio.run_coroutine_threadsafe(coroutine, self._loop)

@@ -81,6 +81,21 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class HttpConfig:
+    """The HTTP/JSON gateway (`bertserve.wire.http`): `port` None turns it off (the default), 0 picks one.
+
+    It serves every unary RPC as ``POST /package.Service/Method`` with JSON
+    bodies, over HTTPS with the gRPC side's certificate when TLS is on.
+    """
+
+    host: str = setting_field("http.host")
+    port: int | None = setting_field("http.port")
+
+    def __post_init__(self) -> None:
+        check_limits(self, "http")
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     """Log level and format (``plain`` or ``json``).
 
@@ -148,6 +163,7 @@ class ServerConfig:
     plugins_deny: tuple[str, ...] = setting_field("plugins_deny")
     security: SecurityConfig = field(default_factory=SecurityConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     def __post_init__(self) -> None:

@@ -199,6 +199,16 @@ SETTINGS: tuple[Setting, ...] = (
         "metrics.port", "int", 9090, "port of the metrics endpoint (0 picks one)", flag="--metrics-port", minimum=0
     ),
     Setting(
+        "http.port",
+        "int",
+        None,
+        "port of the HTTP/JSON gateway (off unless given; 0 picks one); HTTPS when TLS is on",
+        flag="--http-port",
+        minimum=0,
+        nullable=True,
+    ),
+    Setting("http.host", "str", "127.0.0.1", "interface of the HTTP/JSON gateway", flag="--http-host"),
+    Setting(
         "logging.level", "str", "INFO", "log level", flag="--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR")
     ),
     Setting("logging.format", "str", "plain", "log line format", flag="--log-format", choices=("plain", "json")),

@@ -1,0 +1,157 @@
+"""The native routes: ``POST /package.Service/Method`` for every unary RPC, ``GET /openapi.json``, and the
+middleware that gives every reply an ``x-request-id`` and every HTTP-level error a `google.rpc.Status` body.
+
+The route rule is the Connect protocol's for unary calls: the gRPC path,
+``POST``, a JSON body (``Content-Type: application/json``) in the proto3 JSON
+mapping, a JSON reply (fields with default values included). Optional
+headers: ``Authorization: Bearer TOKEN``, ``X-Request-Id`` and
+``Connect-Timeout-Ms`` (the call's deadline).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import grpc
+from aiohttp import web
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from bertserve.plugin.errors import BertServeError
+from bertserve.wire.http.errors import HTTP_STATUS, error_response, local_status, status_from_call
+from bertserve.wire.http.gateway import CallFailed, Gateway, Rpc, request_id
+from bertserve.wire.security import TokenStore
+from bertserve.wire.status import to_status
+
+#: The HTTP call's request id, set by the middleware (which runs in the handler's task).
+REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("bertserve_http_request_id", default="")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_HTTP_ERRORS = {  # HTTP-level refusals: (gRPC code, reason)
+    404: (grpc.StatusCode.NOT_FOUND, "ROUTE_NOT_FOUND"),
+    405: (grpc.StatusCode.UNIMPLEMENTED, "METHOD_NOT_ALLOWED"),
+    413: (grpc.StatusCode.RESOURCE_EXHAUSTED, "REQUEST_TOO_LARGE"),
+}
+
+
+class HttpError(Exception):
+    """An error of the HTTP layer itself, answered with a Status body."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, reason: str, http_status: int | None = None) -> None:
+        super().__init__(message)
+        self.code, self.message, self.reason, self.http_status = code, message, reason, http_status
+
+
+@web.middleware
+async def status_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A request id for every call, echoed on every reply; HTTP-level errors as Status JSON."""
+    rid = request_id(request.headers)
+    oip = request.path == "/v2" or request.path.startswith("/v2/")
+    REQUEST_ID.set(rid)
+    try:
+        response = await handler(request)
+    except CallFailed as failure:
+        return error_response(failure.status, failure.request_id, oip=oip)
+    except BertServeError as error:  # raised by a translation (OIP tensors) before any call
+        status = to_status(error)
+        return error_response(status_from_call(status.code, status.details, status.trailing_metadata), rid, oip=oip)
+    except HttpError as error:
+        status = local_status(error.code, error.message, error.reason)
+        return error_response(status, rid, http_status=error.http_status, oip=oip)
+    except web.HTTPException as error:
+        if error.status < 400:
+            raise
+        code, reason = _HTTP_ERRORS.get(error.status, (grpc.StatusCode.INVALID_ARGUMENT, "BAD_REQUEST"))
+        status = local_status(code, error.text or error.reason, reason)
+        reply = error_response(status, rid, http_status=error.status, oip=oip)
+        if error.status == 405 and "Allow" in error.headers:
+            reply.headers["Allow"] = error.headers["Allow"]
+        return reply
+    response.headers.setdefault("x-request-id", rid)
+    return response
+
+
+def authorization(request: web.Request) -> list[str]:
+    return request.headers.getall("Authorization", [])
+
+
+def parse_json(request_body: bytes, message: Message, content_type: str) -> Message:
+    """`message` filled from a JSON body; `HttpError` (400, 415) for anything else."""
+    if content_type not in ("", "application/json"):
+        raise HttpError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"send the request as JSON with 'Content-Type: application/json', not {content_type!r}",
+            "UNSUPPORTED_MEDIA_TYPE",
+            http_status=415,
+        )
+    try:
+        json_format.Parse(request_body.decode("utf-8") or "{}", message)
+    except (UnicodeDecodeError, json_format.ParseError) as error:
+        raise HttpError(
+            grpc.StatusCode.INVALID_ARGUMENT, f"the JSON body is not a valid request: {error}", "INVALID_JSON"
+        ) from None
+    return message
+
+
+def _content_type(request: web.Request) -> str:
+    return request.content_type if "Content-Type" in request.headers else ""
+
+
+def json_reply(message: Message, rid: str) -> web.Response:
+    body = json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
+    return web.json_response(body, headers={"x-request-id": rid})
+
+
+def deadline(request: web.Request) -> float | None:
+    """Seconds from ``Connect-Timeout-Ms``, or None."""
+    value = request.headers.get("Connect-Timeout-Ms")
+    if value is None:
+        return None
+    if not value.isdigit() or len(value) > 10:
+        raise HttpError(grpc.StatusCode.INVALID_ARGUMENT, "Connect-Timeout-Ms must be a number of ms", "BAD_TIMEOUT")
+    if int(value) == 0:  # gRPC would race a zero deadline against the call
+        raise HttpError(grpc.StatusCode.DEADLINE_EXCEEDED, "Connect-Timeout-Ms is 0: no time left", "DEADLINE_EXCEEDED")
+    return int(value) / 1000
+
+
+def add_native_routes(app: web.Application, gateway: Gateway, rpcs: Mapping[str, Rpc], grpc_port: int) -> None:
+    """``POST /{service}/{method}`` for every RPC in `rpcs`; streaming ones answer 400 (gRPC-only)."""
+
+    async def unary(request: web.Request) -> web.Response:
+        path = f"/{request.match_info['service']}/{request.match_info['method']}"
+        rpc = rpcs.get(path)
+        if rpc is None:
+            raise HttpError(grpc.StatusCode.NOT_FOUND, f"no RPC {path}; GET /openapi.json lists them", "RPC_NOT_FOUND")
+        if rpc.streaming:
+            raise HttpError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"{path} is a streaming RPC: call it over gRPC (port {grpc_port}); HTTP serves unary RPCs only",
+                "STREAMING_RPC",
+            )
+        message = parse_json(await request.read(), rpc.request(), _content_type(request))
+        response, rid = await gateway.call(
+            rpc, message, rid=REQUEST_ID.get(), authorization=authorization(request), timeout=deadline(request)
+        )
+        return json_reply(response, rid)
+
+    app.router.add_post("/{service}/{method}", unary)
+
+
+def add_openapi_route(app: web.Application, document: dict[str, Any], tokens: TokenStore | None) -> None:
+    """``GET /openapi.json``; with tokens configured (and reflection not public) it needs one, like reflection."""
+    body = json.dumps(document)
+
+    async def openapi(request: web.Request) -> web.Response:
+        if tokens is not None:
+            values = authorization(request)
+            if len(values) != 1 or tokens.authenticate_header(values[0]) is None:
+                raise HttpError(grpc.StatusCode.UNAUTHENTICATED, "send 'Authorization: Bearer <token>'", "BEARER_TOKEN")
+        return web.Response(text=body, content_type="application/json")
+
+    app.router.add_get("/openapi.json", openapi)
+
+
+__all__ = ["HTTP_STATUS", "REQUEST_ID", "HttpError", "add_native_routes", "add_openapi_route", "status_middleware"]
