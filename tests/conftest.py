@@ -8,6 +8,8 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,3 +44,16 @@ def server(tiny_config: ServerConfig) -> Iterator[BackgroundServer]:
     """One server with all four heads on the tiny checkpoint, shared by tests."""
     with BackgroundServer(tiny_config) as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def triton_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A virtual environment with tritonclient[grpc] (it needs protobuf < 7; this one has 7); pip's cache is reused."""
+    venv = tmp_path_factory.mktemp("tritonclient-env") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    install = [str(python), "-m", "pip", "install", "--quiet", "tritonclient[grpc]", "protobuf<7"]
+    result = subprocess.run(install, capture_output=True, text=True, timeout=600, env={**os.environ})
+    if result.returncode != 0:
+        pytest.skip(f"tritonclient[grpc] could not be installed: {result.stderr.strip()[-500:]}")
+    return python

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import struct
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -458,19 +456,6 @@ TRITON_CALLS = {
         "outputs": ["answers.length", "answers.text", "answers.score", "answers.start"],
     },
 }
-
-
-@pytest.fixture(scope="session")
-def triton_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A virtual environment with tritonclient[grpc] (it needs protobuf < 7; this one has 7); pip's cache is reused."""
-    venv = tmp_path_factory.mktemp("tritonclient-env") / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    python = venv / "bin" / "python"
-    install = [str(python), "-m", "pip", "install", "--quiet", "tritonclient[grpc]", "protobuf<7"]
-    result = subprocess.run(install, capture_output=True, text=True, timeout=600, env={**os.environ})
-    if result.returncode != 0:
-        pytest.skip(f"tritonclient[grpc] could not be installed: {result.stderr.strip()[-500:]}")
-    return python
 
 
 def test_tritonclient_calls_every_head_and_agrees_with_the_native_api(
