@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import json
 import ssl
@@ -102,7 +103,11 @@ def test_a_body_over_the_message_limit_is_413(secure: int, tls: ssl.SSLContext) 
 
 def test_http_is_off_by_default_and_set_by_flag_or_environment(tiny_config: ServerConfig) -> None:
     assert ServerConfig().http.port is None and ServerConfig().http.host == ServerConfig().host
-    assert BertServeServer(tiny_config).http_port is None
+
+    async def unstarted_http_port() -> int | None:  # a server is made on a running event loop
+        return BertServeServer(tiny_config).http_port
+
+    assert asyncio.run(unstarted_http_port()) is None
     parser = argparse.ArgumentParser()
     add_setting_flags(parser)
     config = config_from_sources(parser.parse_args(["--http-port", "8080", "--http-host", "0.0.0.0"]), {})
