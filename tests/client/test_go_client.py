@@ -46,6 +46,10 @@ SENTIMENT_TEXT = "a great movie"
 QUESTION, CONTEXT = "who went home ?", "john went home at night ."
 SENTENCE_PAIR = ("john went home .", "he slept .")
 PREDICT_HEAD, PREDICT_INPUT = "sentiment", {"text": SENTIMENT_TEXT}
+# One PredictStream call: a text per input, the second one bad for the head (no mask token).
+STREAM_HEAD = "fill-mask"
+STREAM_TEXTS = [FILL_MASK_TEXT, "no mask here .", "a [MASK] movie .", "john went [MASK] at night ."]
+STREAM_BAD = {"1"}  # the ids (positions) of the texts the head refuses
 
 MODE_ARGS: dict[str, list[str]] = {
     "fill-mask": ["--text", FILL_MASK_TEXT, "--top-k", str(FILL_MASK_TOP_K)],
@@ -53,6 +57,7 @@ MODE_ARGS: dict[str, list[str]] = {
     "sentiment": ["--text", SENTIMENT_TEXT],
     "answer": ["--question", QUESTION, "--context", CONTEXT],
     "predict": ["--head", PREDICT_HEAD, "--input", json.dumps(PREDICT_INPUT)],
+    "stream": ["--head", STREAM_HEAD, *(arg for text in STREAM_TEXTS for arg in ("--text", text))],
     "list-heads": [],
     "error": [],
 }
@@ -232,6 +237,47 @@ def test_go_sees_invalid_argument_with_rich_details(
         (v.field, v.description) for v in python_error.field_violations
     ]
     assert [v["field"] for v in violations] == ["texts[0]"]
+
+
+def test_go_stream_matches_python_predict_per_id(
+    go_results: dict[str, dict[str, Any]], server: BackgroundServer
+) -> None:
+    """--mode stream: one result per --text, sorted by id, each what Predict gives; the bad text fails alone."""
+    results = go_results["stream"]["results"]  # run_go checked the exit status: the stream as a whole succeeded
+    assert [r["id"] for r in results] == [str(i) for i in range(len(STREAM_TEXTS))]
+    assert {r["head"] for r in results} == {STREAM_HEAD}
+    with BertServeClient(server.address, timeout=10) as client:
+        for result, text in zip(results, STREAM_TEXTS):
+            if result["id"] in STREAM_BAD:
+                with pytest.raises(InvalidArgumentError) as bad:
+                    client.predict(STREAM_HEAD, {"text": text})
+                assert result["output"] is None, result
+                error = result["error"]
+                assert error["code"] == grpc.StatusCode.INVALID_ARGUMENT.value[0] == bad.value.code.value[0] == 3
+                assert error["reason"] == bad.value.reason != ""
+                assert "[MASK]" in error["message"], error
+                continue
+            assert result["error"] is None, result
+            expected = client.predict(STREAM_HEAD, {"text": text})
+            assert_matches(result["output"], expected, f"stream[{result['id']}].output")
+            predictions = result["output"]["masks"][0]["predictions"]
+            assert predictions and all(p["token"] for p in predictions)
+
+
+def test_go_stream_sends_input_once_to_sentiment_by_default(go_client: Path, server: BackgroundServer) -> None:
+    """--input instead of --text: that input, once, as id "0"; --head defaults to sentiment in stream mode."""
+    done = subprocess.run(
+        [str(go_client), "--target", server.address, "--mode", "stream", "--input", json.dumps(PREDICT_INPUT)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    (result,) = json.loads(done.stdout)["results"]
+    assert result["id"] == "0" and result["head"] == "sentiment" and result["error"] is None
+    with BertServeClient(server.address, timeout=10) as client:
+        assert_matches(result["output"], client.predict("sentiment", PREDICT_INPUT), "stream[0].output")
 
 
 def test_go_client_authenticates_with_a_bearer_token(go_client: Path, tiny_config: ServerConfig) -> None:

@@ -158,9 +158,15 @@ def test_go_example(server: BackgroundServer, tmp_path: Path) -> None:
         outputs.append(json.loads(done.stdout))
     with BertServeClient(server.address) as client:
         labels = [r.label for r in client.sentiment(["A great film.", "A dull film."])]
+        fill_mask = client.predict("fill-mask", {"text": "Paris is the [MASK] of France."})
     assert [r["label"] for r in outputs[0]["results"]] == labels
     assert outputs[1]["output"]["masks"]
     assert outputs[2]["code_name"] == "INVALID_ARGUMENT" or outputs[2].get("code") == 3
+    good, bad = outputs[3]["results"]  # --mode stream: one result per --text, sorted by id
+    assert (good["id"], good["head"], good["error"]) == ("0", "fill-mask", None)
+    tokens = [p["token"] for p in good["output"]["masks"][0]["predictions"]]
+    assert tokens == [p["token"] for p in fill_mask["masks"][0]["predictions"]]
+    assert (bad["id"], bad["output"], bad["error"]["code"]) == ("1", None, 3)
 
 
 # --- tritonclient ---------------------------------------------------------------------------------------------------

@@ -10,13 +10,16 @@
 //	bertserve-call --mode sentiment --text "A great film." --text "A dull film."
 //	bertserve-call --mode answer --question "Who went home?" --context "John went home at night."
 //	bertserve-call --mode predict --head sentiment --input '{"text": "A great film."}'
+//	bertserve-call --mode stream --head sentiment --text "A great film." --text "A dull film."
 //	bertserve-call --mode list-heads
 //	bertserve-call --mode error    # a fill-mask text without a mask: prints the gRPC code and error details
 //
 // Responses are printed with protojson and the .proto field names
 // (is_next_probability, token_id, ...), unset fields included. The error mode
 // prints {"code", "code_name", "message", "details": [...]}, with every
-// google.rpc detail the server attached (ErrorInfo, BadRequest) decoded.
+// google.rpc detail the server attached (ErrorInfo, BadRequest) decoded. The
+// stream mode prints {"results": [...]}: every PredictStreamResponse (id,
+// head, output or error), sorted by id.
 package main
 
 import (
@@ -25,7 +28,10 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
+	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -66,7 +72,7 @@ type options struct {
 	input    string
 }
 
-const modes = "fill-mask, next-sentence, sentiment, answer, predict, list-heads, error"
+const modes = "fill-mask, next-sentence, sentiment, answer, predict, stream, list-heads, error"
 
 func parseFlags() options {
 	var o options
@@ -75,14 +81,16 @@ func parseFlags() options {
 	flag.DurationVar(&o.timeout, "timeout", 30*time.Second, "deadline of the call")
 	flag.StringVar(&o.token, "token", os.Getenv("BERTSERVE_TOKEN"),
 		"bearer token, for a server started with tokens (default $BERTSERVE_TOKEN)")
-	flag.Var(&o.texts, "text", "text for fill-mask (with the mask token) and sentiment; repeat for a batch")
+	flag.Var(&o.texts, "text",
+		"text for fill-mask (with the mask token), sentiment and stream; repeat for a batch (stream: one input each)")
 	flag.StringVar(&o.first, "first", "", "first sentence, for next-sentence")
 	flag.StringVar(&o.second, "second", "", "candidate next sentence, for next-sentence")
 	flag.StringVar(&o.question, "question", "", "question, for answer")
 	flag.StringVar(&o.context, "context", "", "context holding the answer, for answer")
 	flag.UintVar(&o.topK, "top-k", 0, "candidates per mask (fill-mask) or answers per question (answer); 0: the server's default")
-	flag.StringVar(&o.head, "head", "", "head name, for predict (and to pick a non-default head in the typed modes)")
-	flag.StringVar(&o.input, "input", "", "JSON object, the head's input, for predict")
+	flag.StringVar(&o.head, "head", "",
+		"head name, for predict and stream (default sentiment), and to pick a non-default head in the typed modes")
+	flag.StringVar(&o.input, "input", "", "JSON object, the head's input, for predict (and stream: sent once, instead of --text)")
 	flag.Parse()
 	return o
 }
@@ -134,16 +142,22 @@ func run(o options) error {
 				Head:   o.head,
 			})
 	case "predict":
-		var input map[string]interface{}
-		if err := json.Unmarshal([]byte(o.input), &input); err != nil {
-			return fmt.Errorf("--input must be a JSON object: %w", err)
-		}
-		in, structErr := structpb.NewStruct(input)
-		if structErr != nil {
-			return fmt.Errorf("--input: %w", structErr)
+		in, inputErr := parseInput(o.input)
+		if inputErr != nil {
+			return inputErr
 		}
 		response, err = bertservev1.NewInferenceServiceClient(conn).Predict(ctx,
 			&bertservev1.PredictRequest{Head: o.head, Input: in})
+	case "stream":
+		requests, requestsErr := streamRequests(o)
+		if requestsErr != nil {
+			return requestsErr
+		}
+		var results []*bertservev1.PredictStreamResponse
+		results, err = predictStream(ctx, bertservev1.NewInferenceServiceClient(conn), requests)
+		if err == nil {
+			return printStreamResults(results)
+		}
 	case "list-heads":
 		response, err = bertservev1.NewModelServiceClient(conn).ListHeads(ctx, &bertservev1.ListHeadsRequest{})
 	case "error":
@@ -169,6 +183,126 @@ func run(o options) error {
 	}
 	_, err = fmt.Println(string(out))
 	return err
+}
+
+// parseInput reads --input, a JSON object, as the google.protobuf.Struct of a head's input.
+func parseInput(text string) (*structpb.Struct, error) {
+	var input map[string]interface{}
+	if err := json.Unmarshal([]byte(text), &input); err != nil {
+		return nil, fmt.Errorf("--input must be a JSON object: %w", err)
+	}
+	in, err := structpb.NewStruct(input)
+	if err != nil {
+		return nil, fmt.Errorf("--input: %w", err)
+	}
+	return in, nil
+}
+
+// streamRequests makes the inputs of the stream mode, for --head (default sentiment): the --input
+// JSON once if given, else {"text": ...} per --text; their ids are "0", "1", ...
+func streamRequests(o options) ([]*bertservev1.PredictStreamRequest, error) {
+	head := o.head
+	if head == "" {
+		head = "sentiment"
+	}
+	var inputs []*structpb.Struct
+	if o.input != "" {
+		in, err := parseInput(o.input)
+		if err != nil {
+			return nil, err
+		}
+		inputs = append(inputs, in)
+	} else {
+		for _, text := range o.texts {
+			inputs = append(inputs, &structpb.Struct{Fields: map[string]*structpb.Value{"text": structpb.NewStringValue(text)}})
+		}
+	}
+	if len(inputs) == 0 {
+		return nil, errors.New("--mode stream needs --text (repeatable) or --input")
+	}
+	requests := make([]*bertservev1.PredictStreamRequest, len(inputs))
+	for i, in := range inputs {
+		requests[i] = &bertservev1.PredictStreamRequest{Id: strconv.Itoa(i), Head: head, Input: in}
+	}
+	return requests, nil
+}
+
+// predictStream sends every request over one InferenceService.PredictStream call and half-closes it,
+// while a goroutine receives the results as the server sends them (in any order). It returns every
+// result, or the stream's own failure (a bad input fails only its own result, in its error field).
+func predictStream(ctx context.Context, client bertservev1.InferenceServiceClient,
+	requests []*bertservev1.PredictStreamRequest) ([]*bertservev1.PredictStreamResponse, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // on an early return, ends the stream and so the receiving goroutine
+	stream, err := client.PredictStream(ctx)
+	if err != nil {
+		return nil, err
+	}
+	type received struct {
+		results []*bertservev1.PredictStreamResponse
+		err     error
+	}
+	done := make(chan received, 1)
+	go func() {
+		var results []*bertservev1.PredictStreamResponse
+		for {
+			result, err := stream.Recv()
+			if err == io.EOF { // the server closed the stream with OK: every input is answered
+				done <- received{results: results}
+				return
+			}
+			if err != nil {
+				done <- received{err: err}
+				return
+			}
+			results = append(results, result)
+		}
+	}()
+	for _, request := range requests {
+		// io.EOF means the server ended the stream: its status comes from Recv.
+		if err := stream.Send(request); err != nil {
+			if err == io.EOF {
+				break
+			}
+			return nil, err
+		}
+	}
+	if err := stream.CloseSend(); err != nil {
+		return nil, err
+	}
+	outcome := <-done
+	if outcome.err != nil {
+		return nil, outcome.err
+	}
+	if len(outcome.results) != len(requests) {
+		return nil, fmt.Errorf("the server answered %d of %d inputs", len(outcome.results), len(requests))
+	}
+	return outcome.results, nil
+}
+
+// printStreamResults prints {"results": [...]}: each result as protojson (the .proto field names,
+// unset fields included), sorted by id (numerically where both ids are numbers).
+func printStreamResults(results []*bertservev1.PredictStreamResponse) error {
+	sort.SliceStable(results, func(i, j int) bool {
+		a, errA := strconv.Atoi(results[i].GetId())
+		b, errB := strconv.Atoi(results[j].GetId())
+		if errA == nil && errB == nil {
+			return a < b
+		}
+		return results[i].GetId() < results[j].GetId()
+	})
+	marshal := protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true}
+	items := make([]json.RawMessage, len(results))
+	for i, result := range results {
+		out, err := marshal.Marshal(result)
+		if err != nil {
+			return err
+		}
+		items[i] = out
+	}
+	encoder := json.NewEncoder(os.Stdout) // one line; compacts protojson's output
+	encoder.SetEscapeHTML(false)
+	return encoder.Encode(map[string]interface{}{"results": items})
 }
 
 // describeError turns a gRPC error into JSON: its code and message, and the
