@@ -24,7 +24,8 @@ import grpc
 import pytest
 from bertserve.background import BackgroundServer
 from bertserve.config import SecurityConfig, ServerConfig
-from bertserve_client import BertServeClient, HeadInfo, InvalidArgumentError
+from bertserve_client import BertServeClient, InvalidArgumentError
+from interop import assert_matches, python_head
 
 REPO = Path(__file__).resolve().parents[2]
 GO_DIR = REPO / "clients" / "go"
@@ -62,8 +63,6 @@ MODE_ARGS: dict[str, list[str]] = {
     "error": [],
 }
 COMPARED_MODES = ["fill-mask", "next-sentence", "sentiment", "answer", "predict", "list-heads"]
-
-SCORE_TOLERANCE = 1e-5
 
 
 def go_env() -> dict[str, str]:
@@ -128,36 +127,6 @@ def run_go(binary: Path, address: str, mode: str, *extra: str) -> dict[str, Any]
 @pytest.fixture(scope="module")
 def go_results(go_client: Path, server: BackgroundServer) -> dict[str, dict[str, Any]]:
     return {mode: run_go(go_client, server.address, mode) for mode in MODE_ARGS}
-
-
-def assert_matches(actual: Any, expected: Any, where: str = "") -> None:
-    """Deep equality, with floats compared within SCORE_TOLERANCE; `where` names the spot that differs."""
-    if isinstance(expected, float):
-        # JSON may spell a float that is a whole number (0.0, 1.0) as an int.
-        is_number = isinstance(actual, (int, float)) and not isinstance(actual, bool)
-        assert is_number, f"{where}: {actual!r} is not a number"
-        close = math.isclose(actual, expected, rel_tol=0.0, abs_tol=SCORE_TOLERANCE)
-        assert close, f"{where}: {actual!r} != {expected!r} (tolerance {SCORE_TOLERANCE})"
-    elif isinstance(expected, dict):
-        assert isinstance(actual, dict), f"{where}: {actual!r} is not an object"
-        assert set(actual) == set(expected), f"{where}: keys {sorted(actual)} != {sorted(expected)}"
-        for key in expected:
-            assert_matches(actual[key], expected[key], f"{where}.{key}")
-    elif isinstance(expected, (list, tuple)):
-        assert isinstance(actual, list), f"{where}: {actual!r} is not a list"
-        assert len(actual) == len(expected), f"{where}: {len(actual)} items != {len(expected)}"
-        for index, (got, want) in enumerate(zip(actual, expected)):
-            assert_matches(got, want, f"{where}[{index}]")
-    else:
-        assert actual == expected, f"{where}: {actual!r} != {expected!r}"
-        assert type(actual) is type(expected), f"{where}: {type(actual).__name__} != {type(expected).__name__}"
-
-
-def python_head(head: HeadInfo) -> dict[str, Any]:
-    """A HeadInfo shaped like the proto message, its schemas as JSON values."""
-    fields = dataclasses.asdict(head)
-    fields["state"] = f"HEAD_STATE_{head.state.value}"
-    return fields
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -23,7 +22,7 @@ import grpc
 import pytest
 from bertserve.background import BackgroundServer
 from bertserve.config import SecurityConfig, ServerConfig
-from bertserve_client import BertServeClient, HeadInfo, InvalidArgumentError
+from bertserve_client import BertServeClient, InvalidArgumentError
 from bertserve_client.v1 import (
     fill_mask_pb2,
     inference_pb2,
@@ -32,6 +31,7 @@ from bertserve_client.v1 import (
     question_answering_pb2,
     sentiment_pb2,
 )
+from interop import assert_matches, python_head
 
 REPO = Path(__file__).resolve().parents[2]
 NODE_DIR = REPO / "tests" / "client" / "node"
@@ -55,7 +55,6 @@ QUESTION, CONTEXT = "who went home ?", "john went home at night ."
 SENTENCE_PAIR = ("john went home .", "he slept .")
 PREDICT_HEAD, PREDICT_INPUT = "sentiment", {"text": SENTIMENT_TEXT}
 
-SCORE_TOLERANCE = 1e-5
 
 BERTSERVE_SERVICES = {
     service.full_name: sorted(f"/{service.full_name}/{method.name}" for method in service.methods)
@@ -79,36 +78,6 @@ def run_node(address: str, mode: str, env: dict[str, str] | None = None) -> dict
     assert done.returncode == 0, f"node {SCRIPT.name} {mode} exited {done.returncode}:\n{done.stderr}{done.stdout}"
     result: dict[str, Any] = json.loads(done.stdout)
     return result
-
-
-def assert_matches(actual: Any, expected: Any, where: str = "") -> None:
-    """Deep equality, with floats compared within SCORE_TOLERANCE; `where` names the spot that differs."""
-    if isinstance(expected, float):
-        # JSON may spell a float that is a whole number (0.0, 1.0) as an int.
-        is_number = isinstance(actual, (int, float)) and not isinstance(actual, bool)
-        assert is_number, f"{where}: {actual!r} is not a number"
-        close = math.isclose(actual, expected, rel_tol=0.0, abs_tol=SCORE_TOLERANCE)
-        assert close, f"{where}: {actual!r} != {expected!r} (tolerance {SCORE_TOLERANCE})"
-    elif isinstance(expected, dict):
-        assert isinstance(actual, dict), f"{where}: {actual!r} is not an object"
-        assert set(actual) == set(expected), f"{where}: keys {sorted(actual)} != {sorted(expected)}"
-        for key in expected:
-            assert_matches(actual[key], expected[key], f"{where}.{key}")
-    elif isinstance(expected, (list, tuple)):
-        assert isinstance(actual, list), f"{where}: {actual!r} is not a list"
-        assert len(actual) == len(expected), f"{where}: {len(actual)} items != {len(expected)}"
-        for index, (got, want) in enumerate(zip(actual, expected)):
-            assert_matches(got, want, f"{where}[{index}]")
-    else:
-        assert actual == expected, f"{where}: {actual!r} != {expected!r}"
-        assert type(actual) is type(expected), f"{where}: {type(actual).__name__} != {type(expected).__name__}"
-
-
-def python_head(head: HeadInfo) -> dict[str, Any]:
-    """A HeadInfo shaped like the proto message, its schemas as JSON values."""
-    fields = dataclasses.asdict(head)
-    fields["state"] = f"HEAD_STATE_{head.state.value}"
-    return fields
 
 
 def python_heads(client: BertServeClient) -> dict[str, Any]:
