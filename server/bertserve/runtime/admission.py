@@ -16,6 +16,7 @@ from enum import Enum
 
 from bertserve.plugin.errors import BertServeError, NotServing, QueueFull
 from bertserve.runtime.metrics import ServerMetrics
+from bertserve.runtime.waiting import wait_event
 
 
 class ServingState(str, Enum):
@@ -74,8 +75,4 @@ class Admission:
     async def drain(self, grace: float) -> bool:
         """Refuse new requests and wait up to `grace` seconds for the admitted ones; True if all finished."""
         self.state = ServingState.DRAINING
-        try:
-            await asyncio.wait_for(self._idle.wait(), grace)
-        except asyncio.TimeoutError:
-            return False
-        return True
+        return await wait_event(self._idle, grace)

@@ -25,6 +25,7 @@ from bertserve.runtime.executor import Executor, default_origin
 from bertserve.runtime.memory import IDLE_TRIM_SECONDS, release_free_memory
 from bertserve.runtime.metrics import BatchCounts, ServerMetrics
 from bertserve.runtime.queue import QueuedRow, RowGroup, RowQueue
+from bertserve.runtime.waiting import wait_event
 
 log = logging.getLogger(__name__)
 
@@ -139,12 +140,10 @@ class Batcher:
     async def _wait_for_rows(self, loop: asyncio.AbstractEventLoop) -> None:
         """Wait for queued rows; once idle for IDLE_TRIM_SECONDS after a forward, release freed memory."""
         if self._forwards_since_trim:
-            try:
-                await asyncio.wait_for(self._queue.wakeup.wait(), IDLE_TRIM_SECONDS)
+            if await wait_event(self._queue.wakeup, IDLE_TRIM_SECONDS):
                 return
-            except asyncio.TimeoutError:
-                self._forwards_since_trim = 0
-                await loop.run_in_executor(self._thread, release_free_memory)
+            self._forwards_since_trim = 0
+            await loop.run_in_executor(self._thread, release_free_memory)
         await self._queue.wakeup.wait()
 
     async def _wait_for_fill(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -152,9 +151,7 @@ class Batcher:
         close_at = loop.time() + self._config.max_delay_ms / 1000
         while len(self._queue) < self._config.max_batch_size and (left := close_at - loop.time()) > 0:
             self._queue.wakeup.clear()
-            try:
-                await asyncio.wait_for(self._queue.wakeup.wait(), left)
-            except asyncio.TimeoutError:
+            if not await wait_event(self._queue.wakeup, left):
                 break
 
     async def _execute(self, loop: asyncio.AbstractEventLoop, batch: list[QueuedRow]) -> None:
