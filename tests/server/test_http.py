@@ -1,6 +1,6 @@
 """The HTTP/JSON gateway over real HTTP: every unary RPC as POST with JSON, errors as google.rpc.Status, OpenAPI.
 
-Security (tokens, TLS) and the body limit: `test_http_security.py`.
+Security (tokens, TLS) and the body limit: `test_http_security.py`; streaming RPCs as NDJSON: `test_http_stream.py`.
 """
 
 from __future__ import annotations
@@ -183,13 +183,13 @@ def test_http_level_errors_are_status_json(
     assert reply.headers["x-request-id"]
 
 
-def test_streaming_rpcs_are_grpc_only(gateway: BackgroundServer) -> None:
+def test_streaming_rpcs_answer_json_with_a_pointer_to_ndjson(gateway: BackgroundServer) -> None:
     streaming = [path for path, m in bertserve_rpcs().items() if m.client_streaming or m.server_streaming]
-    assert rpc_table(["grpc.health.v1.Health"])["/grpc.health.v1.Health/Watch"].streaming
+    assert streaming and rpc_table(["grpc.health.v1.Health"])["/grpc.health.v1.Health/Watch"].streaming
     for path in streaming:
         reply = http(http_port(gateway), path, {})
         assert reply.status == 400 and reply.body["details"][0]["reason"] == "STREAMING_RPC"
-        assert "gRPC" in reply.body["message"]
+        assert "application/x-ndjson" in reply.body["message"] and "gRPC" in reply.body["message"]
 
 
 def test_request_id_is_echoed_or_made(gateway: BackgroundServer) -> None:
@@ -226,18 +226,21 @@ def test_a_deadline_header_is_the_calls_deadline(gateway: BackgroundServer) -> N
     assert http(http_port(gateway), SENTIMENT, {"texts": ["a"]}, headers={"Connect-Timeout-Ms": "30000"}).status == 200
 
 
-def test_openapi_lists_every_unary_rpc_of_every_service(gateway: BackgroundServer) -> None:
+def test_openapi_lists_every_rpc_of_every_service(gateway: BackgroundServer) -> None:
     document = http(http_port(gateway), "/openapi.json").body
     assert document["openapi"].startswith("3.")
     for path, method in bertserve_rpcs().items():
-        if method.client_streaming or method.server_streaming:
-            assert path not in document["paths"]
-            continue
         operation = document["paths"][path]["post"]
-        request = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+        media = "application/x-ndjson" if method.client_streaming or method.server_streaming else "application/json"
+        request = operation["requestBody"]["content"][media]["schema"]["$ref"]
         assert request == f"#/components/schemas/{method.input_type.full_name}"
+        reply = operation["responses"]["200"]["content"][media]["schema"]
+        assert f"#/components/schemas/{method.output_type.full_name}" in json.dumps(reply)
         error = operation["responses"]["default"]["content"]["application/json"]["schema"]["$ref"]
         assert error == "#/components/schemas/google.rpc.Status"
+    stream = document["paths"]["/bertserve.v1.InferenceService/PredictStream"]["post"]
+    end_line = stream["responses"]["200"]["content"]["application/x-ndjson"]["schema"]["anyOf"][1]
+    assert end_line["properties"]["error"] == {"$ref": "#/components/schemas/google.rpc.Status"}
     schemas = document["components"]["schemas"]
     refs = json.dumps(document).split('"$ref": "#/components/schemas/')[1:]
     assert {ref.split('"')[0] for ref in refs} <= set(schemas)  # every reference resolves

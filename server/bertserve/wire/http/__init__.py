@@ -1,4 +1,4 @@
-"""The HTTP/JSON gateway: every unary RPC as ``POST /package.Service/Method`` with JSON, on its own port.
+"""The HTTP/JSON gateway: every RPC as ``POST /package.Service/Method`` with JSON (NDJSON streams), on its own port.
 
 Each HTTP call is made a gRPC call on the server's own port (through a
 private Unix socket), so it gets the same authentication, limits,

@@ -9,6 +9,8 @@ TLS of its own and does not depend on which interface the TCP port binds.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -79,30 +81,112 @@ class Gateway:
         options = [("grpc.max_receive_message_length", max_message_bytes), ("grpc.max_send_message_length", -1)]
         self._channel = grpc.aio.insecure_channel(target, options=options)
         self._callables: dict[str, Any] = {}
+        self.max_message_bytes = max_message_bytes
+
+    def _callable(self, rpc: Rpc) -> Any:
+        """The channel's multi-callable for `rpc`: unary, or bidirectional for every streaming kind.
+
+        gRPC frames every kind alike, so a server- or client-streaming method is
+        called as a bidirectional one that writes (or reads) a single message.
+        """
+        callable_ = self._callables.get(rpc.path)
+        if callable_ is None:
+            factory = self._channel.stream_stream if rpc.streaming else self._channel.unary_unary
+            callable_ = self._callables[rpc.path] = factory(
+                rpc.path,
+                request_serializer=rpc.request.SerializeToString,
+                response_deserializer=rpc.response.FromString,
+            )
+        return callable_
 
     async def call(
         self, rpc: Rpc, request: Message, *, rid: str, authorization: Sequence[str] = (), timeout: float | None = None
     ) -> tuple[Message, str]:
         """The reply of `rpc` and the request id the server used; raises `CallFailed` with the rich status."""
-        callable_ = self._callables.get(rpc.path)
-        if callable_ is None:
-            callable_ = self._callables[rpc.path] = self._channel.unary_unary(
-                rpc.path,
-                request_serializer=rpc.request.SerializeToString,
-                response_deserializer=rpc.response.FromString,
-            )
-        metadata = [(REQUEST_ID_KEY, rid), *(("authorization", value) for value in authorization)]
-        call = callable_(request, metadata=metadata, timeout=timeout)
+        call = self._callable(rpc)(request, metadata=_metadata(rid, authorization), timeout=timeout)
         try:
             response = await call
         except grpc.aio.AioRpcError as error:
-            trailers = tuple(error.trailing_metadata() or ())
-            status = status_from_call(error.code(), error.details(), trailers)  # type: ignore[arg-type]
-            raise CallFailed(status, _echoed(trailers) or rid) from None
+            raise _failed(error, rid) from None
         return response, _echoed(tuple(await call.initial_metadata() or ())) or rid
+
+    def stream(
+        self, rpc: Rpc, *, rid: str, authorization: Sequence[str] = (), timeout: float | None = None
+    ) -> StreamCall:
+        """A call of the streaming `rpc`, to write requests to and read replies from, from two tasks at once."""
+        call = self._callable(rpc)(metadata=_metadata(rid, authorization), timeout=timeout)
+        return StreamCall(call, rid)
 
     async def close(self) -> None:
         await self._channel.close()
+
+
+class StreamCall:
+    """One streaming gateway call: `opened()` first, then `write`/`done_writing` in one task, `read` in another."""
+
+    def __init__(self, call: grpc.aio.StreamStreamCall[Message, Message], rid: str) -> None:
+        self._call = call
+        self._rid = rid
+        self._early: list[Message | None] = []  # a reply read by opened()
+        self._writable = asyncio.Event()  # set once the server took the call
+
+    async def opened(self) -> str:
+        """Wait until the server took the call; the request id it uses. Raises `CallFailed` when it refused it.
+
+        bertserve's streams send their headers (with the request id) as soon as
+        the call is admitted; a refused call sends none, only its status. Any
+        other stream may send its headers only with its first reply, so that is
+        awaited then (with writes allowed).
+        """
+        echoed = _echoed(tuple(await self._call.initial_metadata() or ()))
+        if echoed is not None or not self._call.done():  # (a refused call is done by the time its headers come)
+            self._writable.set()
+        if echoed is None:
+            self._early.append(await self.read())
+        return echoed or self._rid
+
+    async def read(self) -> Message | None:
+        """The next reply, or None after the last; raises `CallFailed` with the rich status."""
+        if self._early:
+            return self._early.pop()
+        try:
+            reply = await self._call.read()
+        except grpc.aio.AioRpcError as error:
+            raise _failed(error, self._rid) from None
+        return None if reply is grpc.aio.EOF else reply
+
+    async def write(self, request: Message) -> bool:
+        """Send one request (waiting while gRPC's flow control holds it); False when the call is over already.
+
+        Nothing is written before the server took the call: a write racing a
+        refusal would turn the refusal's status into INTERNAL.
+        """
+        await self._writable.wait()
+        if self._call.done():
+            return False
+        try:
+            await self._call.write(request)
+        except (grpc.RpcError, asyncio.InvalidStateError):
+            return False  # the reader learns how it ended
+        return True
+
+    async def done_writing(self) -> None:
+        """Half-close: no more requests."""
+        with contextlib.suppress(grpc.RpcError, asyncio.InvalidStateError):
+            await self._call.done_writing()
+
+    def cancel(self) -> None:
+        self._call.cancel()
+
+
+def _metadata(rid: str, authorization: Sequence[str]) -> list[tuple[str, str]]:
+    return [(REQUEST_ID_KEY, rid), *(("authorization", value) for value in authorization)]
+
+
+def _failed(error: grpc.aio.AioRpcError, rid: str) -> CallFailed:
+    trailers = tuple(error.trailing_metadata() or ())
+    status = status_from_call(error.code(), error.details(), trailers)  # type: ignore[arg-type]
+    return CallFailed(status, _echoed(trailers) or rid)
 
 
 def _echoed(metadata: Sequence[tuple[str, str | bytes]]) -> str | None:

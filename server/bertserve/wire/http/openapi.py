@@ -1,6 +1,7 @@
 """The OpenAPI 3 document of the HTTP/JSON gateway, generated from the protobuf descriptors.
 
-One ``POST`` path per unary RPC, request and response schemas from the
+One ``POST`` path per RPC (a streaming one with NDJSON request and reply
+bodies, one message per line), request and response schemas from the
 message descriptors in the proto3 JSON mapping (lowerCamelCase names, 64-bit
 integers as strings, enums as their names, ``google.protobuf.Struct`` as an
 object), and every error as a ``google.rpc.Status``.
@@ -14,6 +15,7 @@ from typing import Any
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from bertserve.wire.http.gateway import Rpc
+from bertserve.wire.http.ndjson import NDJSON
 
 _T = FieldDescriptor
 _SCALARS: dict[int, dict[str, Any]] = {
@@ -117,19 +119,38 @@ def _status_schema() -> dict[str, Any]:
     }
 
 
+_STREAM_NOTE = (
+    "A streaming RPC over HTTP: send the request messages as NDJSON (`Content-Type: application/x-ndjson`, "
+    "one JSON message per line); the 200 reply is chunked NDJSON, one reply message per line, written as each "
+    "comes while the request body is still read. Errors before the stream opens (authentication, a server not "
+    "ready) are HTTP errors with a google.rpc.Status body. After the 200 the status cannot change: a malformed "
+    'line, or a call that fails mid-stream, ends the stream with a last line `{"error": <google.rpc.Status>}`.'
+)
+
+
 def _operation(rpc: Rpc, schemas: _Schemas) -> dict[str, Any]:
     service = rpc.descriptor.containing_service
-    error = {"description": "the call failed", "content": _json({"$ref": f"#/components/schemas/{STATUS_SCHEMA}"})}
-    return {
+    status = {"$ref": f"#/components/schemas/{STATUS_SCHEMA}"}
+    request, reply = schemas.ref(rpc.descriptor.input_type), schemas.ref(rpc.descriptor.output_type)
+    operation: dict[str, Any] = {
         "operationId": f"{service.full_name}.{rpc.descriptor.name}",
         "tags": [service.full_name],
         "summary": f"{service.name}.{rpc.descriptor.name} (gRPC {rpc.path})",
-        "requestBody": {"required": True, "content": _json(schemas.ref(rpc.descriptor.input_type))},
+        "requestBody": {"required": True, "content": _json(request)},
         "responses": {
-            "200": {"description": "the reply", "content": _json(schemas.ref(rpc.descriptor.output_type))},
-            "default": error,
+            "200": {"description": "the reply", "content": _json(reply)},
+            "default": {"description": "the call failed", "content": _json(status)},
         },
     }
+    if rpc.streaming:
+        end = {"type": "object", "properties": {"error": status}, "required": ["error"]}
+        operation["description"] = _STREAM_NOTE
+        operation["requestBody"]["content"] = {NDJSON: {"schema": request}}
+        operation["responses"]["200"] = {
+            "description": "one reply message per line; an error ends the stream with a last line {error: Status}",
+            "content": {NDJSON: {"schema": {"anyOf": [reply, end]}}},
+        }
+    return operation
 
 
 def _json(schema: dict[str, Any]) -> dict[str, Any]:
@@ -139,11 +160,9 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
 def openapi_document(
     rpcs: Mapping[str, Rpc], *, version: str, bearer: bool, extra_paths: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
-    """The OpenAPI 3.0 document: a path per unary RPC (streaming RPCs are gRPC-only) plus `extra_paths`."""
+    """The OpenAPI 3.0 document: a path per RPC (streaming ones with NDJSON bodies) plus `extra_paths`."""
     schemas = _Schemas()
-    paths: dict[str, Any] = {
-        path: {"post": _operation(rpc, schemas)} for path, rpc in sorted(rpcs.items()) if not rpc.streaming
-    }
+    paths: dict[str, Any] = {path: {"post": _operation(rpc, schemas)} for path, rpc in sorted(rpcs.items())}
     paths.update(extra_paths or {})
     components: dict[str, Any] = {"schemas": {**schemas.schemas, STATUS_SCHEMA: _status_schema()}}
     document: dict[str, Any] = {
@@ -152,7 +171,8 @@ def openapi_document(
             "title": "bertserve HTTP/JSON gateway",
             "version": version,
             "description": "Every unary gRPC method as POST /package.Service/Method with its request message as "
-            "JSON (the proto3 JSON mapping); streaming methods are gRPC-only.",
+            "JSON (the proto3 JSON mapping); streaming methods take and answer NDJSON (application/x-ndjson), "
+            "one message per line.",
         },
         "paths": paths,
         "components": components,

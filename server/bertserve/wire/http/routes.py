@@ -1,10 +1,11 @@
-"""The native routes: ``POST /package.Service/Method`` for every unary RPC, ``GET /openapi.json``, and the
+"""The native routes: ``POST /package.Service/Method`` for every RPC, ``GET /openapi.json``, and the
 middleware that gives every reply an ``x-request-id`` and every HTTP-level error a `google.rpc.Status` body.
 
 The route rule is the Connect protocol's for unary calls: the gRPC path,
 ``POST``, a JSON body (``Content-Type: application/json``) in the proto3 JSON
-mapping, a JSON reply (fields with default values included). Optional
-headers: ``Authorization: Bearer TOKEN``, ``X-Request-Id`` and
+mapping, a JSON reply (fields with default values included). Streaming RPCs
+take ``Content-Type: application/x-ndjson`` and answer NDJSON (`ndjson.py`).
+Optional headers: ``Authorization: Bearer TOKEN``, ``X-Request-Id`` and
 ``Connect-Timeout-Ms`` (the call's deadline).
 """
 
@@ -23,6 +24,7 @@ from google.protobuf.message import Message
 from bertserve.plugin.errors import BertServeError
 from bertserve.wire.http.errors import HTTP_STATUS, error_response, local_status, status_from_call
 from bertserve.wire.http.gateway import CallFailed, Gateway, Rpc, request_id
+from bertserve.wire.http.ndjson import NDJSON, stream_rpc
 from bertserve.wire.security import TokenStore
 from bertserve.wire.status import to_status
 
@@ -118,18 +120,29 @@ def deadline(request: web.Request) -> float | None:
 
 
 def add_native_routes(app: web.Application, gateway: Gateway, rpcs: Mapping[str, Rpc], grpc_port: int) -> None:
-    """``POST /{service}/{method}`` for every RPC in `rpcs`; streaming ones answer 400 (gRPC-only)."""
+    """``POST /{service}/{method}`` for every RPC in `rpcs`: JSON for unary ones, NDJSON for streaming ones."""
 
-    async def unary(request: web.Request) -> web.Response:
+    async def call(request: web.Request) -> web.StreamResponse:
         path = f"/{request.match_info['service']}/{request.match_info['method']}"
         rpc = rpcs.get(path)
         if rpc is None:
             raise HttpError(grpc.StatusCode.NOT_FOUND, f"no RPC {path}; GET /openapi.json lists them", "RPC_NOT_FOUND")
         if rpc.streaming:
-            raise HttpError(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"{path} is a streaming RPC: call it over gRPC (port {grpc_port}); HTTP serves unary RPCs only",
-                "STREAMING_RPC",
+            if _content_type(request) != NDJSON:
+                raise HttpError(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"{path} is a streaming RPC: send its request messages as JSON lines with "
+                    f"'Content-Type: {NDJSON}' (the replies come back as JSON lines), or call it over gRPC "
+                    f"(port {grpc_port})",
+                    "STREAMING_RPC",
+                )
+            return await stream_rpc(
+                request,
+                gateway,
+                rpc,
+                rid=REQUEST_ID.get(),
+                authorization=authorization(request),
+                timeout=deadline(request),
             )
         message = parse_json(await request.read(), rpc.request(), _content_type(request))
         response, rid = await gateway.call(
@@ -137,7 +150,7 @@ def add_native_routes(app: web.Application, gateway: Gateway, rpcs: Mapping[str,
         )
         return json_reply(response, rid)
 
-    app.router.add_post("/{service}/{method}", unary)
+    app.router.add_post("/{service}/{method}", call)
 
 
 def add_openapi_route(app: web.Application, document: dict[str, Any], tokens: TokenStore | None) -> None:

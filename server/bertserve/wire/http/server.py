@@ -44,7 +44,7 @@ def ssl_context(config: ServerConfig) -> ssl.SSLContext | None:
 
 
 class HttpGatewayServer:
-    """Serves every unary RPC of the gRPC server as ``POST /package.Service/Method`` (and ``/openapi.json``)."""
+    """Serves every RPC of the gRPC server as ``POST /package.Service/Method`` (and ``/openapi.json``)."""
 
     def __init__(self, config: ServerConfig, tokens: TokenStore | None) -> None:
         self.config = config
