@@ -50,7 +50,7 @@ def commands(name: str, address: str, placeholder: str = "localhost:50051") -> l
 
 def test_every_language_section_has_a_run_example() -> None:
     text = PAGE.read_text()
-    for name in ("grpcurl", "node", "go", "tritonclient", "curl", "python-stream"):
+    for name in ("grpcurl", "node", "go", "tritonclient", "curl", "curl-stream", "python-stream"):
         assert f"<!-- run: {name} -->" in text
 
 
@@ -216,6 +216,20 @@ def test_curl_examples(http_server: BackgroundServer) -> None:
     label = next(output for output in infer["outputs"] if output["name"] == "label")
     assert label["data"] == [expected.label]
     assert error["code"] == 3 and "texts[0]" in json.dumps(error["details"])
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not on PATH")
+def test_curl_stream_example(http_server: BackgroundServer, tmp_path: Path) -> None:
+    address = http_server.http_address
+    assert address is not None
+    script = example("curl-stream").replace("localhost:8080", address)
+    done = subprocess.run(["bash", "-e", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    by_id = {line["id"]: line for line in map(json.loads, done.stdout.splitlines())}
+    with BertServeClient(http_server.address) as client:
+        label = client.sentiment("Great.").label
+    assert by_id["1"]["output"]["label"] == label and not by_id["1"].get("error")
+    assert by_id["2"]["error"]["code"] == 3 and not by_id["2"].get("output")
 
 
 # --- Python stream --------------------------------------------------------------------------------------------------
