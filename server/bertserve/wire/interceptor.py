@@ -186,10 +186,14 @@ def _request_id_trailer() -> tuple[tuple[str, str], ...]:
     return ((REQUEST_ID_KEY, request_id),) if request_id else ()
 
 
+def valid_request_id(value: object) -> bool:
+    """Whether a caller's request id is kept: a sane token of at most 128 safe characters."""
+    return isinstance(value, str) and 0 < len(value) <= 128 and set(value) <= _REQUEST_ID_ALLOWED
+
+
 def _request_id(context: grpc.aio.ServicerContext) -> str:
-    """The caller's ``x-request-id`` when it is a sane token (at most 128 safe characters), else a new one."""
+    """The caller's ``x-request-id`` when it is valid (`valid_request_id`), else a new one."""
     for key, value in context.invocation_metadata() or ():
-        if key == REQUEST_ID_KEY and isinstance(value, str) and 0 < len(value) <= 128:
-            if set(value) <= _REQUEST_ID_ALLOWED:
-                return value
+        if key == REQUEST_ID_KEY and valid_request_id(value):
+            return str(value)
     return uuid.uuid4().hex

@@ -23,7 +23,7 @@ from google.protobuf.message import Message
 from google.rpc import status_pb2
 
 from bertserve.wire.http.errors import status_from_call
-from bertserve.wire.interceptor import _REQUEST_ID_ALLOWED, REQUEST_ID_KEY
+from bertserve.wire.interceptor import REQUEST_ID_KEY, valid_request_id
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ def rpc_table(service_names: Iterable[str]) -> dict[str, Rpc]:
 def request_id(headers: Mapping[str, str]) -> str:
     """The caller's ``X-Request-Id`` when the gRPC side would keep it (at most 128 safe characters), else a new one."""
     value = headers.get(REQUEST_ID_KEY, "")
-    if 0 < len(value) <= 128 and set(value) <= _REQUEST_ID_ALLOWED:
+    if valid_request_id(value):
         return value
     return uuid.uuid4().hex
 
