@@ -10,12 +10,10 @@ from bertserve_client.v1 import inference_pb2, inference_pb2_grpc
 from google.protobuf import json_format, struct_pb2
 
 from bertserve.plugin.errors import BertServeError
-from bertserve.plugin.service import InputFields
 from bertserve.runtime.analyze import AnalyzeFields
 from bertserve.runtime.runner import Runtime
-from bertserve.wire.services.stream import head_error, predict_stream
+from bertserve.wire.services.stream import PREDICT_FIELDS, head_error, predict_stream
 
-PREDICT_FIELDS = InputFields("input", single=True)
 ANALYZE_FIELDS = AnalyzeFields(inputs="inputs", heads="heads", head="head", options="options")
 
 

@@ -28,7 +28,8 @@ from bertserve.wire.status import code_number
 
 log = logging.getLogger(__name__)
 
-STREAM_FIELDS = InputFields("input", single=True)
+PREDICT_FIELDS = InputFields("input", single=True)
+"""Where a Predict input sits: a PredictRequest's, and each PredictStreamRequest's, `input`."""
 
 
 class _End:
@@ -100,7 +101,7 @@ async def _answer(
     response = inference_pb2.PredictStreamResponse(id=request.id, head=request.head)
     try:
         data = json_format.MessageToDict(request.input)
-        output = await runtime.predict(request.head, data, context, fields=STREAM_FIELDS)
+        output = await runtime.predict(request.head, data, context, fields=PREDICT_FIELDS)
         response.output.update(output)
     except BertServeError as error:
         response.error.CopyFrom(head_error(error))
