@@ -15,6 +15,7 @@ from bertserve_client import AsyncBertServeClient, BertServeClient, HeadOutputEr
 from bertserve_client._streams import stream_request, stream_result
 from bertserve_client.v1 import inference_pb2, inference_pb2_grpc
 from gates import EncoderGate, wait_until
+from interop import assert_matches
 
 TEXTS = ["a great movie", "the plot was dull", "I laughed a lot", "too long by an hour", "fine acting"]
 
@@ -29,29 +30,13 @@ def _inputs() -> list[StreamInput]:
     return inputs
 
 
-def _assert_close(got: object, expected: object) -> None:
-    """Equal JSON, numbers within 1e-5 (a stream's batches may differ from a lone call's)."""
-    if isinstance(expected, dict):
-        assert isinstance(got, dict) and got.keys() == expected.keys()
-        for key in expected:
-            _assert_close(got[key], expected[key])
-    elif isinstance(expected, list):
-        assert isinstance(got, list) and len(got) == len(expected)
-        for a, b in zip(got, expected):
-            _assert_close(a, b)
-    elif isinstance(expected, float):
-        assert got == pytest.approx(expected, abs=1e-5)
-    else:
-        assert got == expected
-
-
 def _check(results: list[StreamResult], client: BertServeClient) -> None:
     by_id = {result.id: result for result in results}
     assert sorted(by_id) == sorted(item.id for item in _inputs() if item.id is not None)  # every input answered once
     for item in _inputs()[:7]:
         result = by_id[item.id or ""]
         assert result.ok and result.head == item.head, result
-        _assert_close(result.output, client.predict(item.head, dict(item.input)))
+        assert_matches(result.output, client.predict(item.head, dict(item.input)), item.id or "")
     bad_field, bad_head, no_mask = by_id["bad-field"].error, by_id["bad-head"].error, by_id["no-mask"].error
     assert isinstance(bad_field, HeadOutputError) and bad_field.code is grpc.StatusCode.INVALID_ARGUMENT
     assert bad_field.field == "input.text"
