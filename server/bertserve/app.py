@@ -25,12 +25,14 @@ from bertserve.model.encoder import SharedEncoder
 from bertserve.model.plugins import discover_plugins, load_heads, register_plugins
 from bertserve.model.registry import HeadRecord, HeadRegistry, HeadState, Plugin
 from bertserve.plugin.errors import NotServing
+from bertserve.ports import bind_error, bind_grpc
 from bertserve.runtime import threads
 from bertserve.runtime.admission import Admission, ServingState
 from bertserve.runtime.batcher import Batcher
 from bertserve.runtime.memory import release_free_memory
 from bertserve.runtime.metrics import MetricsEndpoint, ServerMetrics
 from bertserve.runtime.runner import Runtime
+from bertserve.runtime.stall import StuckForward
 from bertserve.version import __version__
 from bertserve.wire.http import HttpGatewayServer
 from bertserve.wire.interceptor import RequestInterceptor
@@ -46,7 +48,7 @@ LIVENESS_SERVICE = "liveness"
 
 
 def server_options(config: ServerConfig) -> list[tuple[str, int]]:
-    """gRPC server options: message size limits, keepalive (clients may ping every 10 s), connection age."""
+    """gRPC server options: port sharing, message size limits, keepalive (clients ping every 10 s), connection age."""
     age = []
     if config.max_connection_age_seconds is not None:
         age = [
@@ -55,6 +57,7 @@ def server_options(config: ServerConfig) -> list[tuple[str, int]]:
         ]
     return [
         *age,
+        ("grpc.so_reuseport", int(config.reuse_port)),
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.max_send_message_length", config.max_message_bytes),
         ("grpc.keepalive_time_ms", int(config.keepalive_seconds * 1000)),
@@ -124,6 +127,7 @@ class BertServeServer:
         self._health_server: grpc.aio.Server | None = None
         self._http = HttpGatewayServer(config, self.tokens) if config.http.port is not None else None
         self.health_port: int | None = None
+        self.stuck_forward = asyncio.Event()  # set while a forward runs past forward_timeout_seconds
         self._registry: HeadRegistry | None = None
         self.port: int | None = None
 
@@ -134,7 +138,18 @@ class BertServeServer:
         return self._runtime.value
 
     async def start(self) -> int:
-        """Register plugins and services, bind, and serve health and reflection; returns the port."""
+        """Register plugins and services, bind, and serve health and reflection; returns the port.
+
+        A port that cannot be bound raises `StartupError` naming its setting,
+        after closing the ports already open.
+        """
+        try:
+            return await self._start()
+        except BaseException:
+            await self.stop(grace=None)
+            raise
+
+    async def _start(self) -> int:
         self._registry = registry = register_plugins(self.config, server_plugins(self.config, self._plugins))
         for service in list(registry.services):
             try:
@@ -150,11 +165,7 @@ class BertServeServer:
         await self._health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         self._start_metrics_endpoint()
         await self._start_health_port()
-        address = f"{self.config.host}:{self.config.port}"
-        if self._credentials is not None:
-            self.port = self._server.add_secure_port(address, self._credentials)
-        else:
-            self.port = self._server.add_insecure_port(address)
+        self.port = bind_grpc(self._add_port, "server.port", self.config.host, self.config.port)
         if self._http is not None:
             self._http.attach(self._server)
         await self._server.start()
@@ -163,8 +174,16 @@ class BertServeServer:
         access = f"{len(self.tokens)} bearer tokens" if self.tokens is not None else "no authentication"
         log.info("listening on %s:%d (loading; %s, %s)", self.config.host, self.port, transport, access)
         if self._http is not None:
-            await self._http.start(names, self.port)
+            try:
+                await self._http.start(names, self.port)
+            except OSError as error:
+                raise bind_error("http.port", self.config.http.host, self.config.http.port, error) from None
         return self.port
+
+    def _add_port(self, address: str) -> int:
+        if self._credentials is not None:
+            return self._server.add_secure_port(address, self._credentials)
+        return self._server.add_insecure_port(address)
 
     async def load(self) -> Runtime:
         """Load the encoder and heads, start the batcher, and report SERVING."""
@@ -174,7 +193,14 @@ class BertServeServer:
         threads.apply(budget)
         encoder = await asyncio.to_thread(load_encoder, config)
         await asyncio.to_thread(load_heads, registry, encoder, config)
-        batcher = Batcher(encoder, config.batching, self.metrics, origin=registry.origin)
+        batcher = Batcher(
+            encoder,
+            config.batching,
+            self.metrics,
+            origin=registry.origin,
+            forward_timeout=config.forward_timeout_seconds,
+            listener=self,
+        )
         batcher.start()
         runtime = Runtime(
             config=config, encoder=encoder, registry=registry, batcher=batcher, worker_threads=budget.worker_threads
@@ -187,9 +213,26 @@ class BertServeServer:
         self._runtime.value = runtime
         self._register_gauges(encoder, registry)
         self.admission.state = ServingState.SERVING
-        self.metrics.ready.set(1)
-        await self._report_health(registry)
+        if batcher.stuck is None:  # else forward_recovered reports SERVING
+            self.metrics.ready.set(1)
+            await self._report_health(registry)
         return runtime
+
+    async def forward_stuck(self, forward: StuckForward) -> None:
+        """A forward is stuck (`runtime.stall`): health and liveness NOT_SERVING until it returns."""
+        self.metrics.ready.set(0)
+        services = self._registry.services if self._registry is not None else []
+        for name in ["", LIVENESS_SERVICE, *(service.name for service in services)]:
+            await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.stuck_forward.set()
+
+    async def forward_recovered(self, forward: StuckForward, seconds: float) -> None:
+        """The stuck forward returned: liveness SERVING, and health too unless the server is draining."""
+        self.stuck_forward.clear()
+        await self._health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+        if self.admission.state is ServingState.SERVING and self._registry is not None:
+            self.metrics.ready.set(1)
+            await self._report_health(self._registry)
 
     def _retry_delay(self) -> float:
         runtime = self._runtime.value
@@ -201,16 +244,20 @@ class BertServeServer:
             return
         tokens = self.tokens
         authorize = tokens.check_authorization_header if tokens and self.config.security.metrics_require_token else None
-        self._metrics_endpoint = MetricsEndpoint(self.metrics, settings.host, settings.port, authorize=authorize)
+        try:
+            self._metrics_endpoint = MetricsEndpoint(self.metrics, settings.host, settings.port, authorize=authorize)
+        except OSError as error:
+            raise bind_error("metrics.port", settings.host, settings.port, error) from None
         self._metrics_endpoint.start()
         log.info("metrics on http://%s:%d/metrics", settings.host, self._metrics_endpoint.port)
 
     async def _start_health_port(self) -> None:
         if self.config.health_port is None:
             return
-        self._health_server = grpc.aio.server()
+        self._health_server = grpc.aio.server(options=[("grpc.so_reuseport", int(self.config.reuse_port))])
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._health_server)
-        self.health_port = self._health_server.add_insecure_port(f"{self.config.host}:{self.config.health_port}")
+        add_port = self._health_server.add_insecure_port
+        self.health_port = bind_grpc(add_port, "server.health_port", self.config.host, self.config.health_port)
         await self._health_server.start()
         log.info("plaintext health on %s:%d", self.config.host, self.health_port)
 

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from bertserve.config import DEFAULT_PORT, ServerConfig
+from bertserve.config import DEFAULT_PORT, ServerConfig, StartupError
 from bertserve.lifecycle import serve_until_signalled
 from bertserve.plugin.schema import to_json
 from bertserve.plugin.tasks import FillMaskInput, QuestionAnsweringInput
@@ -138,7 +138,10 @@ def _config_docs(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     config = _config(args)
     configure_logging(config.logging)
-    return asyncio.run(serve_until_signalled(config))
+    try:
+        return asyncio.run(serve_until_signalled(config))
+    except StartupError as error:
+        raise SystemExit(f"start-up error: {error}") from None
 
 
 def _heads(args: argparse.Namespace) -> int:

@@ -137,6 +137,12 @@ class ServerConfig:
     that age, so clients balancing over a DNS name look it up again and find
     new replicas. `health_port` opens a second, plaintext port that serves
     only grpc.health.v1, for probes that cannot speak TLS (the kubelet's).
+    A port in use stops start-up unless `reuse_port` shares it (SO_REUSEPORT).
+
+    A forward (encoder and heads on one batch) running past
+    `forward_timeout_seconds` is stuck: health and liveness turn NOT_SERVING
+    and waiting requests fail UNAVAILABLE until it returns, or, with
+    `exit_on_stuck_forward`, the process exits for its orchestrator to restart it.
     """
 
     model: str | None = setting_field("model")
@@ -153,6 +159,9 @@ class ServerConfig:
     torch_threads: int | None = setting_field("torch_threads")
     worker_threads: int | None = setting_field("worker_threads")
     warmup: bool = setting_field("warmup")
+    reuse_port: bool = setting_field("reuse_port")
+    forward_timeout_seconds: float | None = setting_field("forward_timeout_seconds")
+    exit_on_stuck_forward: bool = setting_field("exit_on_stuck_forward")
     shutdown_grace_seconds: float = setting_field("shutdown_grace_seconds")
     keepalive_seconds: float = setting_field("keepalive_seconds")
     max_connection_age_seconds: float | None = setting_field("max_connection_age_seconds")
@@ -168,3 +177,7 @@ class ServerConfig:
 
     def __post_init__(self) -> None:
         check_limits(self)
+
+
+class StartupError(RuntimeError):
+    """Start-up cannot have what the configuration names (a port in use); the message names the setting."""

@@ -101,6 +101,26 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("server.warmup", "bool", True, "run every head once before reporting SERVING"),
     Setting(
+        "server.reuse_port",
+        "bool",
+        False,
+        "share the gRPC and health ports with other processes (SO_REUSEPORT); off: a port in use stops start-up",
+    ),
+    Setting(
+        "server.forward_timeout_seconds",
+        "float",
+        60.0,
+        "a forward running longer is stuck: health and liveness NOT_SERVING, waiting requests UNAVAILABLE",
+        minimum=0.001,
+        nullable=True,
+    ),
+    Setting(
+        "server.exit_on_stuck_forward",
+        "bool",
+        False,
+        "exit with status 3 when a forward is stuck, for the orchestrator to restart the process",
+    ),
+    Setting(
         "server.shutdown_grace_seconds", "float", 30.0, "on SIGTERM, time accepted requests get to finish", minimum=0
     ),
     Setting(

@@ -4,8 +4,10 @@ One owner task takes rows from the shared queue (`queue.RowQueue`) whenever
 the encoder is idle, so a row that finds the encoder free starts at once and
 rows that arrive during a forward form the next batch. The executor
 (`executor.Executor`) computes each batch on one inference thread, off the
-event loop; the owner hands each consumer its result. The counters live in
-the server's metrics (`stats` reads them).
+event loop; the owner hands each consumer its result. A forward running past
+`forward_timeout` seconds is stuck (`stall`): its rows and the queued ones
+fail UNAVAILABLE, new rows are refused and the `listener` is told, until it
+returns. The counters live in the server's metrics (`stats` reads them).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from bertserve.runtime.executor import Executor, default_origin
 from bertserve.runtime.memory import IDLE_TRIM_SECONDS, release_free_memory
 from bertserve.runtime.metrics import BatchCounts, ServerMetrics
 from bertserve.runtime.queue import QueuedRow, RowGroup, RowQueue
+from bertserve.runtime.stall import StallListener, StuckForward
 from bertserve.runtime.waiting import wait_event
 
 log = logging.getLogger(__name__)
@@ -39,9 +42,15 @@ class Batcher:
         config: BatchingConfig,
         metrics: ServerMetrics | None = None,
         origin: Callable[[Head[Any, Any]], str] = default_origin,
+        forward_timeout: float | None = None,
+        listener: StallListener | None = None,
     ) -> None:
         self.metrics = metrics if metrics is not None else ServerMetrics()
         self._config = config
+        self._forward_timeout = forward_timeout
+        self.listener = listener
+        self.stuck: StuckForward | None = None
+        self._closing = False
         self._queue = RowQueue(config, self.metrics, self.retry_delay)
         self._executor = Executor(encoder, self.metrics, origin)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bertserve-inference")
@@ -61,15 +70,16 @@ class Batcher:
 
     async def stop(self) -> None:
         """Stop taking rows, fail queued ones as UNAVAILABLE, end the owner task."""
-        self._queue.closed = True
-        self._queue.fail_all(NotServing("the server is shutting down; retry on another replica"))
+        self._closing = True
+        self._queue.refusal = lambda: NotServing("the server is shutting down; retry on another replica")
+        self._queue.fail_all(self._queue.refusal())
         if self._owner is not None:
             self._owner.cancel()
             try:
                 await self._owner
             except asyncio.CancelledError:
                 pass
-        self._thread.shutdown(wait=True)
+        self._thread.shutdown(wait=self.stuck is None)  # a stuck forward's thread cannot be joined
 
     @property
     def queued_rows(self) -> int:
@@ -159,7 +169,7 @@ class Batcher:
         self._forwards_since_trim += 1
         started = loop.time()
         try:
-            results = await loop.run_in_executor(self._thread, self._executor.run, batch)
+            results = await self._watched(loop, loop.run_in_executor(self._thread, self._executor.run, batch), batch)
             rate = len(batch) / max(loop.time() - started, 1e-6)
             previous = self._rows_per_second
             self._rows_per_second = rate if previous is None else 0.8 * previous + 0.2 * rate
@@ -176,3 +186,56 @@ class Batcher:
                     consumer.future.set_exception(result)
                 else:
                     consumer.future.set_result(result)
+
+    async def _watched(
+        self, loop: asyncio.AbstractEventLoop, forward: asyncio.Future[Any], batch: list[QueuedRow]
+    ) -> Any:
+        """The forward's results; past `forward_timeout` it is stuck until it returns (see `stall`)."""
+        if self._forward_timeout is None:
+            return await forward
+        done, _ = await asyncio.wait({forward}, timeout=self._forward_timeout)
+        if done:
+            return forward.result()
+        started = loop.time() - self._forward_timeout
+        await self._stall(StuckForward(*self._executor.stage, len(batch), self._forward_timeout, started), batch, loop)
+        try:
+            results = await forward
+        except asyncio.CancelledError:
+            raise  # stopping: the forward is abandoned, not recovered
+        except Exception:
+            await self._recover(loop)
+            raise
+        await self._recover(loop)
+        return results
+
+    async def _stall(self, stuck: StuckForward, batch: list[QueuedRow], loop: asyncio.AbstractEventLoop) -> None:
+        """Fail the batch's and the queue's rows, refuse new ones, count it, tell the listener."""
+        self.stuck = stuck
+        log.error(
+            "a forward of %d rows has run for more than %g s in %s; failing the waiting requests as UNAVAILABLE "
+            "until it returns",
+            stuck.rows,
+            stuck.limit,
+            stuck.stage,
+        )
+        self.metrics.stuck_forwards.labels(stuck.label).inc()
+        self.metrics.forward_stuck.set(1)
+        if not self._closing:
+            self._queue.refusal = lambda: stuck.refusal(loop.time())
+        for queued in batch:
+            queued.fail(stuck.refusal(loop.time()))
+        self._queue.fail_all(stuck.refusal(loop.time()))
+        if self.listener is not None:
+            await self.listener.forward_stuck(stuck)
+
+    async def _recover(self, loop: asyncio.AbstractEventLoop) -> None:
+        stuck, self.stuck = self.stuck, None
+        if stuck is None:
+            return
+        seconds = loop.time() - stuck.started
+        self.metrics.forward_stuck.set(0)
+        if not self._closing:
+            self._queue.refusal = None
+        log.warning("the stuck forward in %s returned after %.1f s; serving again", stuck.stage, seconds)
+        if self.listener is not None:
+            await self.listener.forward_recovered(stuck, seconds)

@@ -41,10 +41,13 @@ class Executor:
         self._encoder = encoder
         self._metrics = metrics
         self._origin = origin
+        # Where the running forward is: (description, head name or None for the encoder); read by the batcher.
+        self.stage: tuple[str, str | None] = ("the encoder", None)
 
     def run(self, batch: list[QueuedRow]) -> list[list[Any]]:
         """Run the encoder once on the batch's real tokens, then each head on the rows it reads."""
         started = time.perf_counter()
+        self.stage = ("the encoder", None)
         out = self._encoder.forward_packed([queued.tokens for queued in batch])
         # Each head reads its rows of the batch: (batch index, consumer index) pairs.
         by_head: dict[int, list[tuple[int, int]]] = defaultdict(list)
@@ -66,6 +69,7 @@ class Executor:
         self, head: Head[Any, Any], out: PackedBatch, rows: list[int], consumers: list[Consumer]
     ) -> list[Any]:
         """`head.forward` on its rows of the batch; when it raises, the rows are re-run in halves."""
+        self.stage = (self._origin(head), head.name)
         try:
             return _head_forward(head, out, rows, consumers)
         except Exception as error:

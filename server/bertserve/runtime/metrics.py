@@ -131,6 +131,15 @@ class ServerMetrics:
             registry=registry,
         )
         self.ready = Gauge("bertserve_ready", "1 when the server is SERVING, else 0.", registry=registry)
+        self.stuck_forwards = Counter(
+            "bertserve_stuck_forwards",
+            "Forwards that ran past server.forward_timeout_seconds, by where they were (encoder or a head's name).",
+            ["stage"],
+            registry=registry,
+        )
+        self.forward_stuck = Gauge(
+            "bertserve_forward_stuck", "1 while a forward runs past its time limit, else 0.", registry=registry
+        )
         self.info = Gauge(
             "bertserve_build_info",
             "Constant 1, labelled with the version and the encoder.",

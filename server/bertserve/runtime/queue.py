@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bertserve.config import BatchingConfig
-from bertserve.plugin.errors import DeadlineExceeded, NotServing, QueueFull
+from bertserve.plugin.errors import BertServeError, DeadlineExceeded, QueueFull
 from bertserve.plugin.head import EncodedRow, Head
 from bertserve.runtime.metrics import ServerMetrics
 
@@ -71,15 +71,16 @@ class RowQueue:
         self._rows: list[QueuedRow] = []
         self._order = itertools.count()
         self.wakeup = asyncio.Event()
-        self.closed = False
+        # While set, `add` raises what it returns: shutting down, or a stuck forward.
+        self.refusal: Callable[[], BertServeError] | None = None
 
     def __len__(self) -> int:
         return len(self._rows)
 
     def add(self, groups: Sequence[RowGroup], timeout: float | None) -> list[list[asyncio.Future[Any]]]:
         """Queue one row per group; returns each group's consumer futures, or raises the refusal."""
-        if self.closed:
-            raise NotServing("the server is shutting down; retry on another replica")
+        if self.refusal is not None:
+            raise self.refusal()
         if timeout is not None and timeout <= 0:
             raise DeadlineExceeded("the deadline passed before the request reached the batch queue")
         limit = self._config.max_queue_rows
