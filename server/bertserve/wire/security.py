@@ -293,6 +293,17 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
     def authorize(self, method: str, metadata: Sequence[tuple[str, str | bytes]] | None) -> Principal:
         """The principal allowed to call `method` with this metadata; raises `Unauthenticated` or `PermissionDenied`."""
+        principal = self.authenticate(metadata)
+        if not principal.may_call(method):
+            raise PermissionDenied(
+                f"the token {principal.name!r} may not call {method}; it may call {', '.join(principal.patterns)}",
+                reason="METHOD_NOT_ALLOWED",
+                metadata={"principal": principal.name, "method": method},
+            )
+        return principal
+
+    def authenticate(self, metadata: Sequence[tuple[str, str | bytes]] | None) -> Principal:
+        """The principal of the one valid bearer token in this metadata; raises `Unauthenticated`."""
         values = [value for key, value in metadata or () if key.lower() == "authorization"]
         if len(values) > 1:
             raise Unauthenticated(
@@ -305,12 +316,6 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         principal = self.tokens.authenticate(token)
         if principal is None:
             raise Unauthenticated(INVALID_TOKEN_MESSAGE, reason="BEARER_TOKEN_INVALID")
-        if not principal.may_call(method):
-            raise PermissionDenied(
-                f"the token {principal.name!r} may not call {method}; it may call {', '.join(principal.patterns)}",
-                reason="METHOD_NOT_ALLOWED",
-                metadata={"principal": principal.name, "method": method},
-            )
         return principal
 
     async def intercept_service(

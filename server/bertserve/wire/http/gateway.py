@@ -110,6 +110,21 @@ class Gateway:
             raise _failed(error, rid) from None
         return response, _echoed(tuple(await call.initial_metadata() or ())) or rid
 
+    async def refuse(self, rpc: Rpc, *, rid: str, authorization: Sequence[str] = ()) -> None:
+        """Have the server refuse a call of `rpc` without the caller's body: raises `CallFailed`.
+
+        The call carries an empty message, whatever the method's kind (the
+        server's refusal reads none), so the refusal, its log line and its
+        metric are the server's own. Returns only if the server took the call.
+        """
+        call = self._channel.unary_unary(rpc.path)(
+            b"", metadata=_metadata(rid, authorization), timeout=_REFUSAL_TIMEOUT
+        )
+        try:
+            await call
+        except grpc.aio.AioRpcError as error:
+            raise _failed(error, rid) from None
+
     def stream(
         self, rpc: Rpc, *, rid: str, authorization: Sequence[str] = (), timeout: float | None = None
     ) -> StreamCall:
@@ -177,6 +192,9 @@ class StreamCall:
 
     def cancel(self) -> None:
         self._call.cancel()
+
+
+_REFUSAL_TIMEOUT = 10.0  # a refusal is immediate; the bound only matters if the server took the call after all
 
 
 def _metadata(rid: str, authorization: Sequence[str]) -> list[tuple[str, str]]:

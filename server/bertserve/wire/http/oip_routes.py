@@ -67,7 +67,7 @@ class _Routes:
         name, version = self.model(request)
         try:
             body = json.loads((await request.read()).decode("utf-8") or "null")
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:  # (nested too deep)
             raise HttpError(
                 grpc.StatusCode.INVALID_ARGUMENT, f"the JSON body is not valid: {error}", "INVALID_JSON"
             ) from None
@@ -122,19 +122,27 @@ def oip_paths() -> dict[str, Any]:
     return paths
 
 
-def add_oip_routes(app: web.Application, gateway: Gateway, rpcs: Mapping[str, Rpc]) -> bool:
-    """The protocol's REST routes, when the server serves ``inference.GRPCInferenceService``; whether it does.
+def add_oip_routes(app: web.Application, gateway: Gateway, rpcs: Mapping[str, Rpc]) -> dict[str, str]:
+    """The protocol's REST routes, when the server serves ``inference.GRPCInferenceService``.
 
-    Errors of the translation (a tensor's size, ...) are `BertServeError`s, answered by the middleware.
+    Returns each route's path with the RPC it calls (empty when the server
+    does not serve the protocol). Errors of the translation (a tensor's
+    size, ...) are `BertServeError`s, answered by the middleware.
     """
     if f"/{SERVICE}/ModelInfer" not in rpcs:
-        return False
+        return {}
     routes = _Routes(gateway, rpcs)
-    app.router.add_get("/v2", (routes.server_metadata))
-    app.router.add_get("/v2/health/live", (routes.live))
-    app.router.add_get("/v2/health/ready", (routes.ready))
+    table = [
+        ("GET", "/v2", routes.server_metadata, "ServerMetadata"),
+        ("GET", "/v2/health/live", routes.live, "ServerLive"),
+        ("GET", "/v2/health/ready", routes.ready, "ServerReady"),
+    ]
     for model in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
-        app.router.add_get(model, (routes.model_metadata))
-        app.router.add_get(f"{model}/ready", (routes.model_ready))
-        app.router.add_post(f"{model}/infer", (routes.infer))
-    return True
+        table += [
+            ("GET", model, routes.model_metadata, "ModelMetadata"),
+            ("GET", f"{model}/ready", routes.model_ready, "ModelReady"),
+            ("POST", f"{model}/infer", routes.infer, "ModelInfer"),
+        ]
+    for verb, path, handler, _ in table:
+        (app.router.add_get if verb == "GET" else app.router.add_post)(path, handler)
+    return {path: f"/{SERVICE}/{method}" for _, path, _, method in table}

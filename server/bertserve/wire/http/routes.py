@@ -1,5 +1,6 @@
-"""The native routes: ``POST /package.Service/Method`` for every RPC, ``GET /openapi.json``, and the
-middleware that gives every reply an ``x-request-id`` and every HTTP-level error a `google.rpc.Status` body.
+"""The native routes: ``POST /package.Service/Method`` for every RPC, ``GET /openapi.json``, the
+middleware that gives every reply an ``x-request-id`` and every HTTP-level error a `google.rpc.Status` body,
+and the one that checks the bearer token before any route reads a body.
 
 The route rule is the Connect protocol's for unary calls: the gRPC path,
 ``POST``, a JSON body (``Content-Type: application/json``) in the proto3 JSON
@@ -18,6 +19,7 @@ from typing import Any
 
 import grpc
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
@@ -25,12 +27,14 @@ from bertserve.plugin.errors import BertServeError
 from bertserve.wire.http.errors import HTTP_STATUS, error_response, local_status, status_from_call
 from bertserve.wire.http.gateway import CallFailed, Gateway, Rpc, request_id
 from bertserve.wire.http.ndjson import NDJSON, stream_rpc
-from bertserve.wire.security import TokenStore
+from bertserve.wire.security import AuthInterceptor
 from bertserve.wire.status import to_status
 
 #: The HTTP call's request id, set by the middleware (which runs in the handler's task).
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("bertserve_http_request_id", default="")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+#: The route of every RPC; its path is the RPC's.
+RPC_ROUTE = "/{service}/{method}"
 
 _HTTP_ERRORS = {  # HTTP-level refusals: (gRPC code, reason)
     404: (grpc.StatusCode.NOT_FOUND, "ROUTE_NOT_FOUND"),
@@ -78,6 +82,51 @@ async def status_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 def authorization(request: web.Request) -> list[str]:
     return request.headers.getall("Authorization", [])
+
+
+def token_middleware(
+    auth: AuthInterceptor,
+    gateway: Gateway,
+    rpcs: Mapping[str, Rpc],
+    route_rpcs: Mapping[str, str],
+    open_paths: frozenset[str],
+) -> Middleware:
+    """Refuse a request without a valid token (or with one that may not call its RPC) before its route runs.
+
+    `route_rpcs` maps a route's path to the RPC it calls (a template filled
+    from the path's parameters). A refused request to a route that calls an
+    RPC is refused by the gRPC side itself (`Gateway.refuse`: same status,
+    log line and metric); any other (an unknown path, ``/openapi.json``) here,
+    with gRPC's statuses. Either way no body is read, so nothing about the
+    routes, their RPCs or their request messages reaches a caller without a
+    token. Paths in `open_paths` need none.
+    """
+
+    @web.middleware
+    async def check_token(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path in open_paths:
+            return await handler(request)
+        rpc = _route_rpc(request, rpcs, route_rpcs)
+        metadata = [("authorization", value) for value in authorization(request)]
+        try:
+            if rpc is not None:
+                auth.authorize(rpc.path, metadata)
+            else:
+                auth.authenticate(metadata)
+        except BertServeError:
+            if rpc is not None:
+                await gateway.refuse(rpc, rid=REQUEST_ID.get(), authorization=authorization(request))
+            raise
+        return await handler(request)
+
+    return check_token
+
+
+def _route_rpc(request: web.Request, rpcs: Mapping[str, Rpc], route_rpcs: Mapping[str, str]) -> Rpc | None:
+    """The RPC the request's route calls, or None (an unknown RPC or path, a route that calls none)."""
+    resource = request.match_info.route.resource
+    template = route_rpcs.get(resource.canonical) if resource is not None else None
+    return rpcs.get(template.format_map(request.match_info)) if template is not None else None
 
 
 def parse_json(request_body: bytes, message: Message, content_type: str) -> Message:
@@ -150,21 +199,26 @@ def add_native_routes(app: web.Application, gateway: Gateway, rpcs: Mapping[str,
         )
         return json_reply(response, rid)
 
-    app.router.add_post("/{service}/{method}", call)
+    app.router.add_post(RPC_ROUTE, call)
 
 
-def add_openapi_route(app: web.Application, document: dict[str, Any], tokens: TokenStore | None) -> None:
-    """``GET /openapi.json``; with tokens configured (and reflection not public) it needs one, like reflection."""
+def add_openapi_route(app: web.Application, document: dict[str, Any]) -> None:
+    """``GET /openapi.json``; with tokens configured (and reflection not public) `token_middleware` guards it."""
     body = json.dumps(document)
 
     async def openapi(request: web.Request) -> web.Response:
-        if tokens is not None:
-            values = authorization(request)
-            if len(values) != 1 or tokens.authenticate_header(values[0]) is None:
-                raise HttpError(grpc.StatusCode.UNAUTHENTICATED, "send 'Authorization: Bearer <token>'", "BEARER_TOKEN")
         return web.Response(text=body, content_type="application/json")
 
     app.router.add_get("/openapi.json", openapi)
 
 
-__all__ = ["HTTP_STATUS", "REQUEST_ID", "HttpError", "add_native_routes", "add_openapi_route", "status_middleware"]
+__all__ = [
+    "HTTP_STATUS",
+    "REQUEST_ID",
+    "RPC_ROUTE",
+    "HttpError",
+    "add_native_routes",
+    "add_openapi_route",
+    "status_middleware",
+    "token_middleware",
+]

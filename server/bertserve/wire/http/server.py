@@ -24,8 +24,14 @@ from bertserve.version import __version__
 from bertserve.wire.http.gateway import Gateway, rpc_table
 from bertserve.wire.http.oip_routes import add_oip_routes, oip_paths
 from bertserve.wire.http.openapi import openapi_document
-from bertserve.wire.http.routes import add_native_routes, add_openapi_route, status_middleware
-from bertserve.wire.security import TokenStore
+from bertserve.wire.http.routes import (
+    RPC_ROUTE,
+    add_native_routes,
+    add_openapi_route,
+    status_middleware,
+    token_middleware,
+)
+from bertserve.wire.security import AuthInterceptor, TokenStore
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +74,16 @@ class HttpGatewayServer:
         app = web.Application(client_max_size=self.config.max_message_bytes, middlewares=[status_middleware])
         add_native_routes(app, self._gateway, rpcs, grpc_port)
         oip = add_oip_routes(app, self._gateway, rpcs)
-        guarded = self.tokens if not security.public_reflection else None
         document = openapi_document(
             rpcs, version=__version__, bearer=self.tokens is not None, extra_paths=oip_paths() if oip else None
         )
-        add_openapi_route(app, document, guarded)
+        add_openapi_route(app, document)
+        if self.tokens is not None:  # /openapi.json is open when reflection is
+            open_paths = frozenset({"/openapi.json"} if security.public_reflection else ())
+            auth = AuthInterceptor(self.tokens)
+            app.middlewares.append(
+                token_middleware(auth, self._gateway, rpcs, {RPC_ROUTE: RPC_ROUTE, **oip}, open_paths)
+            )
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         context = ssl_context(self.config)
