@@ -22,8 +22,8 @@ _METRICS = re.compile(r"metrics on http://\S+:(\d+)/metrics")
 class ServerProcess:
     """One server process; its log lines are collected from stderr as they come."""
 
-    def __init__(self, args: Sequence[str], env: dict[str, str] | None = None) -> None:
-        command = [sys.executable, "-m", "bertserve", "serve", "--host", "127.0.0.1", "--port", "0", *args]
+    def __init__(self, args: Sequence[str], env: dict[str, str] | None = None, port: int = 0) -> None:
+        command = [sys.executable, "-m", "bertserve", "serve", "--host", "127.0.0.1", "--port", str(port), *args]
         if "--metrics-port" not in args and "--no-metrics" not in args:
             command += ["--metrics-port", "0", "--metrics-host", "127.0.0.1"]
         environment = {key: value for key, value in os.environ.items() if not key.startswith("BERTSERVE_")}
@@ -87,6 +87,10 @@ class ServerProcess:
     def terminate(self) -> None:
         """Send SIGTERM, as Kubernetes does when it stops a pod."""
         self.process.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        """Send SIGKILL, as a crash or the OOM killer ends a process: no draining, connections reset."""
+        self.process.send_signal(signal.SIGKILL)
 
     def wait(self, timeout: float = 60) -> int:
         code = self.process.wait(timeout)

@@ -60,6 +60,7 @@ class ClientBase(Generic[ChannelT]):
         self.target = display_target(target)
         self.timeout = timeout
         self._metadata = bearer_metadata(token)
+        self._retry = retry  # gRPC retries unary calls; predict_stream resends broken streams with it
         self._plan: ChannelPlan | None = None
         if channel is None:
             self._plan = plan_channel(

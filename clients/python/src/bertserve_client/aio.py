@@ -7,6 +7,7 @@ coroutine method that sends the planned call and awaits the result.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine, Iterable
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -18,9 +19,10 @@ from ._base import ClientBase, HealthPoll
 from ._channel import ChannelPlan
 from ._methods import Call
 from ._requests import USE_CLIENT_DEFAULT, Timeout
-from ._streams import PREDICT_STREAM_DOC, StreamItem, StreamResult, stream_request, stream_result
+from ._stream_ledger import StreamFeed, StreamRetry
+from ._stream_resend import AsyncStreamFeeder, aresend_stream
+from ._streams import PREDICT_STREAM_DOC, StreamItem, StreamResult, astream_requests
 from .errors import error_from_rpc
-from .v1 import inference_pb2
 
 __all__ = ["AsyncBertServeClient"]
 
@@ -37,20 +39,6 @@ def _awaitable(
         return await self._invoke(plan(*args, **kwargs))
 
     return api.dress_as_method(method, plan, "AsyncBertServeClient")
-
-
-async def _requests_of(
-    inputs: Iterable[StreamItem] | AsyncIterable[StreamItem],
-) -> AsyncIterator[inference_pb2.PredictStreamRequest]:
-    """The stream's requests, from a sync or an async iterable of inputs."""
-    if isinstance(inputs, AsyncIterable):
-        index = 0
-        async for item in inputs:
-            yield stream_request(item, index)
-            index += 1
-    else:
-        for index, item in enumerate(inputs):
-            yield stream_request(item, index)
 
 
 class AsyncBertServeClient(ClientBase[grpc.aio.Channel]):
@@ -160,16 +148,15 @@ class AsyncBertServeClient(ClientBase[grpc.aio.Channel]):
     async def predict_stream(
         self, inputs: Iterable[StreamItem] | AsyncIterable[StreamItem], *, timeout: Timeout = USE_CLIENT_DEFAULT
     ) -> AsyncIterator[StreamResult]:
-        call = self._open().inference.PredictStream(
-            _requests_of(inputs), timeout=rq.resolve_timeout(timeout, self.timeout), metadata=self._metadata
+        retry = StreamRetry(self._retry, rq.resolve_timeout(timeout, self.timeout))
+        feeder = AsyncStreamFeeder(astream_requests(inputs), StreamFeed(retry))
+        stub = self._open().inference
+        results = aresend_stream(
+            feeder, lambda requests, remaining: stub.PredictStream(requests, timeout=remaining, metadata=self._metadata)
         )
-        try:
-            async for response in call:
-                yield stream_result(response)
-        except grpc.RpcError as err:
-            raise error_from_rpc(err) from err
-        finally:
-            call.cancel()  # a no-op once the stream ended; drops the server's queued inputs otherwise
+        async with contextlib.aclosing(results):
+            async for result in results:
+                yield result
 
     predict_stream.__doc__ = PREDICT_STREAM_DOC.format(iterable="sync or async: a list, an async generator")
 

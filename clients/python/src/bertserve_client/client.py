@@ -18,7 +18,9 @@ from ._base import ClientBase, HealthPoll
 from ._channel import ChannelPlan
 from ._methods import Call
 from ._requests import USE_CLIENT_DEFAULT, Timeout
-from ._streams import PREDICT_STREAM_DOC, StreamItem, StreamResult, stream_request, stream_result
+from ._stream_ledger import StreamFeed, StreamRetry
+from ._stream_resend import StreamFeeder, resend_stream
+from ._streams import PREDICT_STREAM_DOC, StreamItem, StreamResult, stream_requests
 from .errors import error_from_rpc
 
 __all__ = ["BertServeClient"]
@@ -138,17 +140,12 @@ class BertServeClient(ClientBase[grpc.Channel]):
     def predict_stream(
         self, inputs: Iterable[StreamItem], *, timeout: Timeout = USE_CLIENT_DEFAULT
     ) -> Iterator[StreamResult]:
-        requests = (stream_request(item, index) for index, item in enumerate(inputs))
-        call = self._open().inference.PredictStream(
-            requests, timeout=rq.resolve_timeout(timeout, self.timeout), metadata=self._metadata
+        retry = StreamRetry(self._retry, rq.resolve_timeout(timeout, self.timeout))
+        feeder = StreamFeeder(stream_requests(inputs), StreamFeed(retry))
+        stub = self._open().inference
+        yield from resend_stream(
+            feeder, lambda requests, remaining: stub.PredictStream(requests, timeout=remaining, metadata=self._metadata)
         )
-        try:
-            for response in call:
-                yield stream_result(response)
-        except grpc.RpcError as err:
-            raise error_from_rpc(err) from err
-        finally:
-            call.cancel()  # a no-op once the stream ended; drops the server's queued inputs otherwise
 
     predict_stream.__doc__ = PREDICT_STREAM_DOC.format(iterable="a list, a generator")
 

@@ -69,6 +69,9 @@ class BertServeError(Exception):
         retry_delay: ``google.rpc.RetryInfo.retry_delay`` in seconds: how long
             the server asks to wait before retrying (e.g. with
             RESOURCE_EXHAUSTED); None when not sent.
+        unanswered: For a failed ``predict_stream``: the ids of the inputs
+            sent that got no result, in the order sent (an id twice when two
+            such inputs share it); empty otherwise.
     """
 
     default_code: ClassVar[grpc.StatusCode] = grpc.StatusCode.UNKNOWN
@@ -92,6 +95,7 @@ class BertServeError(Exception):
         self.metadata: dict[str, str] = dict(metadata or {})
         self.field_violations: tuple[FieldViolation, ...] = tuple(field_violations)
         self.retry_delay: float | None = retry_delay
+        self.unanswered: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         text = f"{self.code.name}: {self.message}"
