@@ -29,7 +29,7 @@ from bertserve.ports import bind_error, bind_grpc
 from bertserve.runtime import threads
 from bertserve.runtime.admission import Admission, ServingState
 from bertserve.runtime.batcher import Batcher
-from bertserve.runtime.memory import release_free_memory
+from bertserve.runtime.memory import cap_mmap_threshold, release_free_memory
 from bertserve.runtime.metrics import MetricsEndpoint, ServerMetrics
 from bertserve.runtime.runner import Runtime
 from bertserve.runtime.stall import StuckForward
@@ -191,6 +191,7 @@ class BertServeServer:
         assert registry is not None, "start() first"
         budget = threads.decide(config.torch_threads, config.worker_threads)
         threads.apply(budget)
+        cap_mmap_threshold()  # large buffers mapped on their own: no heap fragmentation (runtime.memory)
         encoder = await asyncio.to_thread(load_encoder, config)
         await asyncio.to_thread(load_heads, registry, encoder, config)
         batcher = Batcher(

@@ -6,6 +6,7 @@ progress, what waits in the queue and what arrives over the bound.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import threading
 import time
@@ -16,6 +17,10 @@ import grpc
 import pytest
 from bertserve.background import BackgroundServer
 from bertserve.config import BatchingConfig, ServerConfig
+from bertserve.plugin.errors import QueueFull
+from bertserve.plugin.head import EncodedRow
+from bertserve.runtime.metrics import ServerMetrics
+from bertserve.runtime.queue import RowQueue
 from bertserve_client.v1 import sentiment_pb2 as st, sentiment_pb2_grpc as st_grpc
 from gates import EncoderGate, wait_until
 from rpc import decode
@@ -207,3 +212,27 @@ def test_client_retries_a_full_queue_after_the_servers_delay(limited: Background
         assert holder.result() and all(call.result() for call in queued)
     assert result.label and rejected._value.get() > before  # refused at least once, then answered
     assert waited >= 0.045
+
+
+def _queue_expecting(wait: float | None) -> Any:
+    """A RowQueue whose encoder would need `wait` seconds for what is pending (None: no rate measured yet)."""
+    return RowQueue(BatchingConfig(), ServerMetrics(), lambda: 0.25, lambda rows: wait)
+
+
+def test_rows_that_would_wait_past_half_their_deadline_are_refused_at_once() -> None:
+    row = [(object(), EncodedRow([101, 7, 102], [0, 0, 0]))]
+
+    async def scenario() -> None:
+        queue = _queue_expecting(1.0)
+        with pytest.raises(QueueFull) as refused:
+            queue.add([row], timeout=1.9)
+        assert refused.value.reason == "DEADLINE_UNREACHABLE" and refused.value.retry_delay == 0.25
+        assert refused.value.metadata == {"expected_wait_seconds": "1.000", "deadline_seconds": "1.900"}
+        assert queue._metrics.rejected.labels("deadline_unreachable")._value.get() == 1
+        assert len(queue) == 0
+        queue.add([row], timeout=2.1)  # half the time left covers the wait
+        queue.add([row], timeout=None)  # no deadline: only the queue bound applies
+        _queue_expecting(None).add([row], timeout=0.01)  # no rate measured yet: nothing to refuse on
+        assert len(queue) == 2
+
+    asyncio.run(scenario())

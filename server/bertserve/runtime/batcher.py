@@ -51,7 +51,7 @@ class Batcher:
         self.listener = listener
         self.stuck: StuckForward | None = None
         self._closing = False
-        self._queue = RowQueue(config, self.metrics, self.retry_delay)
+        self._queue = RowQueue(config, self.metrics, self.retry_delay, self.expected_wait)
         self._executor = Executor(encoder, self.metrics, origin)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bertserve-inference")
         self._owner: asyncio.Task[None] | None = None
@@ -90,6 +90,10 @@ class Batcher:
     def pending_rows(self) -> int:
         """Rows waiting or being computed."""
         return len(self._queue) + self._rows_in_forward
+
+    def expected_wait(self, rows: int) -> float | None:
+        """Seconds until `rows` more rows would be computed at the recent rate; None before the first forward."""
+        return (self.pending_rows + rows) / self._rows_per_second if self._rows_per_second else None
 
     def retry_delay(self) -> float:
         """Seconds until the rows now pending are likely done: the delay a refused client should wait.
