@@ -204,7 +204,12 @@ class BertServeServer:
         )
         batcher.start()
         runtime = Runtime(
-            config=config, encoder=encoder, registry=registry, batcher=batcher, worker_threads=budget.worker_threads
+            config=config,
+            encoder=encoder,
+            registry=registry,
+            batcher=batcher,
+            worker_threads=budget.worker_threads,
+            serving=lambda: self.admission.state is ServingState.SERVING and batcher.stuck is None,
         )
         if config.warmup:
             started = time.perf_counter()

@@ -29,6 +29,7 @@ from bertserve.app import LIVENESS_SERVICE
 from bertserve.background import BackgroundServer
 from bertserve.config import ServerConfig
 from bertserve.lifecycle import EXIT_STUCK
+from bertserve_client.oip import grpc_service_pb2, grpc_service_pb2_grpc
 from bertserve_client.v1 import inference_pb2, inference_pb2_grpc, sentiment_pb2, sentiment_pb2_grpc
 from gates import EncoderGate, wait_until
 from google.protobuf import struct_pb2
@@ -62,6 +63,11 @@ def _health(channel: grpc.Channel, service: str) -> int:
     return int(stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status)
 
 
+def _oip_ready(channel: grpc.Channel) -> bool:
+    stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel)
+    return bool(stub.ServerReady(grpc_service_pb2.ServerReadyRequest(), timeout=5).ready)
+
+
 def _stuck_metrics(server: BackgroundServer, stage: str) -> tuple[float, float]:
     registry = server.runtime.batcher.metrics.registry
     total = registry.get_sample_value("bertserve_stuck_forwards_total", {"stage": stage}) or 0.0
@@ -87,6 +93,7 @@ def test_a_stuck_head_fails_its_requests_and_turns_health_and_liveness_off_until
             assert _health(channel, "") == NOT_SERVING
             assert _health(channel, LIVENESS_SERVICE) == NOT_SERVING
             assert _health(channel, "bertserve.v1.SentimentService") == NOT_SERVING
+            assert not _oip_ready(channel), "the Open Inference Protocol's ServerReady agrees with health"
             other = call_failure(sentiment, sentiment_pb2.ClassifySentimentRequest(texts=["fine"]), timeout=10)
             assert other.code == grpc.StatusCode.UNAVAILABLE and other.reason == "FORWARD_STUCK", other
             assert _stuck_metrics(stall_server, "stall") == (1.0, 1.0)
@@ -97,6 +104,7 @@ def test_a_stuck_head_fails_its_requests_and_turns_health_and_liveness_off_until
             stall_plugin.RELEASE.set()
         wait_until(lambda: _health(channel, "") == SERVING and _health(channel, LIVENESS_SERVICE) == SERVING)
         assert _health(channel, "bertserve.v1.SentimentService") == SERVING
+        assert _oip_ready(channel)
         assert sentiment(sentiment_pb2.ClassifySentimentRequest(texts=["fine"]), timeout=10).results
         assert predict(_predict("not stuck now"), timeout=10).output
         assert _stuck_metrics(stall_server, "stall") == (1.0, 0.0)

@@ -78,7 +78,8 @@ class ServerMetrics:
         )
         self.rejected = Counter(
             "bertserve_rejected_requests",
-            "Requests refused before any work; reason=queue_full, deadline_unreachable, too_many_requests, draining or loading.",
+            "Requests refused before any work; reason=queue_full, deadline_unreachable, too_many_requests, "
+            "draining or loading.",
             ["reason"],
             registry=registry,
         )

@@ -53,6 +53,7 @@ class Runtime:
     registry: HeadRegistry
     batcher: Batcher
     worker_threads: int = 1
+    serving: Callable[[], bool] = lambda: True  # False while draining or while a forward is stuck
     worker: ThreadPoolExecutor = field(init=False)
     offloader: Offloader = field(init=False)
     _validators: dict[str, SchemaValidator] = field(init=False, default_factory=dict)

@@ -49,10 +49,9 @@ class GRPCInferenceService(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ServerReady(self, request: pb.ServerReadyRequest, context: Any) -> pb.ServerReadyResponse:  # noqa: N802
         try:
-            self._runtime.registry  # noqa: B018 (raises NotServing until the encoder and heads have loaded)
-        except NotServing:
+            return pb.ServerReadyResponse(ready=self._runtime.serving())  # False while draining or stuck
+        except NotServing:  # still loading
             return pb.ServerReadyResponse(ready=False)
-        return pb.ServerReadyResponse(ready=True)
 
     async def ServerMetadata(  # noqa: N802
         self, request: pb.ServerMetadataRequest, context: Any
