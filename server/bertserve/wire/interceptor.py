@@ -13,7 +13,7 @@ from typing import Any
 
 import grpc
 
-from bertserve.plugin.errors import BertServeError
+from bertserve.plugin.errors import BertServeError, InvalidArgument
 from bertserve.runtime.admission import Admission
 from bertserve.runtime.metrics import ServerMetrics
 from bertserve.runtime.request_context import (
@@ -38,7 +38,8 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
     returned to the caller as ``x-request-id``: initial metadata with an
     answer, a trailer with an error. Health and
     reflection (``/grpc.*``) pass untouched: probes must see NOT_SERVING
-    while the server drains, not a refusal.
+    while the server drains, not a refusal. A request message that does not
+    parse is INVALID_ARGUMENT everywhere (gRPC itself would answer UNKNOWN).
     """
 
     def __init__(
@@ -58,8 +59,10 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
         method = handler_call_details.method
-        if handler is None or method.startswith("/grpc."):
+        if handler is None:
             return handler
+        if method.startswith("/grpc."):
+            return _guarded(handler, method)
         if handler.unary_unary is not None:
             return self._unary(handler, method)
         if handler.stream_stream is not None and inspect.isasyncgenfunction(handler.stream_stream):
@@ -76,6 +79,8 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
         async def observed(request: Any, context: grpc.aio.ServicerContext) -> Any:
             async with self._track(context, method):
                 try:
+                    if isinstance(request, _Malformed):
+                        raise request.invalid(method)
                     async with admit():
                         response = await inner(request, context)
                 except BertServeError as error:
@@ -94,7 +99,7 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
 
         return grpc.unary_unary_rpc_method_handler(
             observed,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=_tolerant(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
 
@@ -107,7 +112,7 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
                 try:
                     async with self._admission.admit():
                         await context.send_initial_metadata(((REQUEST_ID_KEY, current_request_id()),))
-                        async with aclosing(inner(requests, context)) as responses:
+                        async with aclosing(inner(_parsed(requests, method), context)) as responses:
                             async for response in responses:
                                 yield response
                 except BertServeError as error:
@@ -115,7 +120,7 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
 
         return grpc.stream_stream_rpc_method_handler(
             observed,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=_tolerant(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
 
@@ -166,6 +171,85 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
             peer=peer,
             principal=self._principal(),
         )
+
+
+class _Malformed:
+    """A request message that did not parse (bad wire format, bad UTF-8, nested too deep): INVALID_ARGUMENT.
+
+    gRPC answers a deserializer's exception with UNKNOWN before any handler
+    runs, so the deserializer hands this over instead, and the handler raises it.
+    """
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def invalid(self, method: str) -> InvalidArgument:
+        return InvalidArgument(
+            f"the request message of {method.lstrip('/')} is malformed: {self.error}", reason="MALFORMED_REQUEST"
+        )
+
+
+def _tolerant(parse: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """A request deserializer that returns a `_Malformed` where `parse` raises."""
+    if parse is None:
+        return None
+
+    def tolerant(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except Exception as error:  # DecodeError, or whatever another deserializer raises
+            return _Malformed(error)
+
+    return tolerant
+
+
+def _guarded(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+    """gRPC's own services (health, reflection) untouched, but for a malformed request: INVALID_ARGUMENT."""
+    parse, serialize = _tolerant(handler.request_deserializer), handler.response_serializer
+    unary = handler.unary_unary or handler.unary_stream  # health's Check, List and Watch
+    make = grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.unary_stream_rpc_method_handler
+    if unary is not None and inspect.iscoroutinefunction(unary):
+
+        async def checked(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if isinstance(request, _Malformed):
+                await context.abort_with_status(to_status(request.invalid(method)))
+            return await unary(request, context)
+
+        return make(checked, request_deserializer=parse, response_serializer=serialize)
+    if handler.unary_unary is not None:  # a plain function, which gRPC runs on a thread
+
+        def plain(request: Any, context: grpc.ServicerContext) -> Any:
+            if isinstance(request, _Malformed):
+                context.set_code(grpc.StatusCode.INVALID_ARGUMENT)  # the status gRPC answers the error with
+                context.set_details(request.invalid(method).message)
+                raise request.error
+            return handler.unary_unary(request, context)
+
+        return make(plain, request_deserializer=parse, response_serializer=serialize)
+    inner = handler.stream_stream
+    if inner is None or not inspect.isasyncgenfunction(inner):
+        return handler
+
+    async def stream(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async def checked() -> AsyncIterator[Any]:  # reflection's requests
+            async for request in requests:
+                if isinstance(request, _Malformed):
+                    await context.abort_with_status(to_status(request.invalid(method)))
+                yield request
+
+        async with aclosing(inner(checked(), context)) as responses:
+            async for response in responses:
+                yield response
+
+    return grpc.stream_stream_rpc_method_handler(stream, request_deserializer=parse, response_serializer=serialize)
+
+
+async def _parsed(requests: AsyncIterator[Any], method: str) -> AsyncIterator[Any]:
+    """A stream's requests; a malformed one ends it with INVALID_ARGUMENT."""
+    async for request in requests:
+        if isinstance(request, _Malformed):
+            raise request.invalid(method)
+        yield request
 
 
 REQUEST_ID_KEY = "x-request-id"

@@ -67,7 +67,7 @@ class _Routes:
         name, version = self.model(request)
         try:
             body = json.loads((await request.read()).decode("utf-8") or "null")
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:  # (nested too deep)
+        except (ValueError, RecursionError) as error:  # not UTF-8, not JSON, an integer past 4300 digits, too deep
             raise HttpError(
                 grpc.StatusCode.INVALID_ARGUMENT, f"the JSON body is not valid: {error}", "INVALID_JSON"
             ) from None

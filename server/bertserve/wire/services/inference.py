@@ -7,12 +7,12 @@ from contextlib import aclosing
 
 import grpc
 from bertserve_client.v1 import inference_pb2, inference_pb2_grpc
-from google.protobuf import json_format, struct_pb2
+from google.protobuf import struct_pb2
 
 from bertserve.plugin.errors import BertServeError
 from bertserve.runtime.analyze import AnalyzeFields
 from bertserve.runtime.runner import Runtime
-from bertserve.wire.services.stream import PREDICT_FIELDS, head_error, predict_stream
+from bertserve.wire.services.stream import PREDICT_FIELDS, head_error, predict_stream, struct_data
 
 ANALYZE_FIELDS = AnalyzeFields(inputs="inputs", heads="heads", head="head", options="options")
 
@@ -32,7 +32,7 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
     async def Predict(  # noqa: N802
         self, request: inference_pb2.PredictRequest, context: grpc.aio.ServicerContext
     ) -> inference_pb2.PredictResponse:
-        data = json_format.MessageToDict(request.input)
+        data = struct_data(request.input, PREDICT_FIELDS.items)
         output = await self._runtime.predict(request.head, data, context, fields=PREDICT_FIELDS)
         return inference_pb2.PredictResponse(output=to_struct(output))
 
@@ -50,7 +50,7 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
         self, request: inference_pb2.AnalyzeRequest, context: grpc.aio.ServicerContext
     ) -> inference_pb2.AnalyzeResponse:
         texts = [(i.text, i.text_pair or None) for i in request.inputs]
-        heads = [(h.head, json_format.MessageToDict(h.options)) for h in request.heads]
+        heads = [(h.head, struct_data(h.options, f"heads[{k}].options")) for k, h in enumerate(request.heads)]
         outputs = await self._runtime.analyze(texts, heads, context, fields=ANALYZE_FIELDS)
         return inference_pb2.AnalyzeResponse(
             results=[

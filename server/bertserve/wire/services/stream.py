@@ -20,8 +20,9 @@ from typing import Any
 import grpc
 from bertserve_client.v1 import inference_pb2
 from google.protobuf import json_format
+from google.protobuf.message import Message
 
-from bertserve.plugin.errors import BertServeError, HeadFailed
+from bertserve.plugin.errors import BertServeError, FieldViolation, HeadFailed, InvalidArgument
 from bertserve.plugin.service import InputFields
 from bertserve.runtime.runner import Runtime
 from bertserve.wire.status import code_number
@@ -100,7 +101,7 @@ async def _answer(
     """Run one input as Predict would, and queue its result or its error."""
     response = inference_pb2.PredictStreamResponse(id=request.id, head=request.head)
     try:
-        data = json_format.MessageToDict(request.input)
+        data = struct_data(request.input, PREDICT_FIELDS.items)
         output = await runtime.predict(request.head, data, context, fields=PREDICT_FIELDS)
         response.output.update(output)
     except BertServeError as error:
@@ -109,6 +110,15 @@ async def _answer(
         log.exception("PredictStream input %r failed", request.id)
         response.error.CopyFrom(head_error(HeadFailed(f"internal error on input {request.id!r}: {error!r}")))
     await results.put(response)
+
+
+def struct_data(struct: Message, field: str) -> dict[str, Any]:
+    """A request's ``google.protobuf.Struct`` as JSON data; NaN or an infinity in it is INVALID_ARGUMENT at `field`."""
+    try:
+        return json_format.MessageToDict(struct)
+    except ValueError as error:  # JSON has no NaN or infinity, so neither has a head's input
+        violation = FieldViolation(field, f"numbers must be finite (JSON has no NaN or infinity): {error}")
+        raise InvalidArgument(f"{field}: {violation.description}", field_violations=[violation]) from None
 
 
 def head_error(error: BertServeError) -> inference_pb2.HeadError:
