@@ -7,9 +7,15 @@ buffers of batches of every size come from the heaps, which fragment:
 under a mixed load (short, 512-token, batched) the server's resident memory
 climbed from 836 MiB after warm-up to 1,156 MiB within two minutes
 (scripts/reliability/soak.py). `cap_mmap_threshold` fixes the threshold
-at `MMAP_THRESHOLD_BYTES`, so every large buffer is mapped and unmapped on
-its own and never fragments a heap (same load: 603 to 631 MiB). Glibc's own
-``MALLOC_MMAP_THRESHOLD_`` variable, when set, wins.
+at `MMAP_THRESHOLD_BYTES` (1 MiB), so every large buffer is mapped and
+unmapped on its own and never fragments a heap (same load: 603 to 631 MiB;
+20 minutes: +7.4%). It costs throughput: batches of short sentences, whose
+1-4 MiB buffers are then mapped and faulted in on every forward, ran at 64%
+of the encoder's ceiling instead of 83% (peer kit, C=32). 4 MiB keeps that
+throughput but lets memory creep (+22.6% under load in 10 minutes), so it is
+the operator's choice: ``MALLOC_MMAP_THRESHOLD_=4194304`` (glibc's own
+variable) trades bounded memory for speed.
+Glibc's own ``MALLOC_MMAP_THRESHOLD_`` variable, when set, wins.
 
 `release_free_memory` returns the heaps' free pages (`malloc_trim(0)`): the
 server calls it once loaded (loading's temporary copies), and once the
