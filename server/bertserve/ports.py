@@ -17,9 +17,11 @@ from bertserve.config import StartupError
 _SHARE_HINT = ", or set server.reuse_port = true to share it with other processes"
 
 
-def bind_failure(setting: str, host: str, port: int, *, shareable: bool = False) -> str:
-    """The one-line error for `setting` whose address `host:port` could not be bound."""
-    reason = _probe(host, port) or "gRPC could not bind it"
+def bind_failure(
+    setting: str, host: str, port: int | None, *, reason: str | None = None, shareable: bool = False
+) -> str:
+    """The one-line error for `setting` whose address `host:port` could not be bound (no `reason`: probe for it)."""
+    reason = reason or (_probe(host, port) if port is not None else None) or "gRPC could not bind it"
     hint = "stop the other process or pick another port" + (_SHARE_HINT if shareable else "")
     return f"{setting}: cannot listen on {host}:{port}: {reason}; {hint}"
 
@@ -48,7 +50,4 @@ def bind_grpc(add_port: Callable[[str], int], setting: str, host: str, port: int
 
 def bind_error(setting: str, host: str, port: int | None, error: OSError) -> StartupError:
     """`StartupError` for a non-gRPC port (metrics, HTTP) that raised `error` while binding."""
-    reason = error.strerror or str(error)
-    return StartupError(
-        f"{setting}: cannot listen on {host}:{port}: {reason}; stop the other process or pick another port"
-    )
+    return StartupError(bind_failure(setting, host, port, reason=error.strerror or str(error)))

@@ -13,9 +13,8 @@ unmapped on its own and never fragments a heap (same load: 603 to 631 MiB;
 1-4 MiB buffers are then mapped and faulted in on every forward, ran at 64%
 of the encoder's ceiling instead of 83% (peer kit, C=32). 4 MiB keeps that
 throughput but lets memory creep (+22.6% under load in 10 minutes), so it is
-the operator's choice: ``MALLOC_MMAP_THRESHOLD_=4194304`` (glibc's own
-variable) trades bounded memory for speed.
-Glibc's own ``MALLOC_MMAP_THRESHOLD_`` variable, when set, wins.
+the operator's choice: glibc's own variable ``MALLOC_MMAP_THRESHOLD_``,
+which wins when set (``=4194304``), trades bounded memory for speed.
 
 `release_free_memory` returns the heaps' free pages (`malloc_trim(0)`): the
 server calls it once loaded (loading's temporary copies), and once the
