@@ -97,7 +97,7 @@ def train(head: str, data: Path, feature_cache: Path) -> None:
         str(HEADS_DIR / f"{head}.safetensors"),
         "--device",
         "cpu",
-        "--cache-dir",
+        "--feature-cache-dir",
         str(feature_cache),
         "--save-dtype",
         "float16",

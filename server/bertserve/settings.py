@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from bertserve.client_commands import CLIENT_VARIABLES
 from bertserve.config import ServerConfig
 from bertserve.settings_table import (
     ENV_PREFIX,
@@ -29,6 +30,7 @@ from bertserve.settings_table import (
     Setting,
     config_values,
     describe_settings,
+    doc_value,
     settings_markdown,
 )
 from bertserve.wire.security import check_security
@@ -79,15 +81,23 @@ class ResolvedSettings:
         return origin + "\n\n" + "\n\n".join(blocks) + "\n"
 
 
-def add_setting_flags(parser: argparse.ArgumentParser) -> None:
-    """Add ``--config`` and one flag per setting; unset flags leave the lower sources in charge."""
+def add_setting_flags(parser: argparse.ArgumentParser, keys: Sequence[str] | None = None) -> None:
+    """Add ``--config`` and one flag per setting (or per setting of `keys`).
+
+    Unset flags leave the lower sources in charge; each flag's help names its
+    default, its TOML key and its environment variable.
+    """
     parser.add_argument(
-        "--config", type=Path, default=None, help=f"TOML configuration file (env: {CONFIG_FILE_VARIABLE})"
+        "--config",
+        type=Path,
+        default=None,
+        help=f"TOML configuration file (default: unset; env {CONFIG_FILE_VARIABLE})",
     )
-    for setting in SETTINGS:
+    chosen = SETTINGS if keys is None else tuple(SETTINGS_BY_KEY[key] for key in keys)
+    for setting in chosen:
         if not setting.has_flag:
             continue
-        help_text = f"{setting.help} [{setting.key}, env {setting.env}]"
+        help_text = f"{_with_default(setting)} [{setting.key}, env {setting.env}]"
         if setting.kind == "bool":
             parser.add_argument(
                 setting.option,
@@ -110,6 +120,13 @@ def add_setting_flags(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(
                 setting.option, dest=setting.dest, metavar=metavar, default=argparse.SUPPRESS, help=help_text
             )
+
+
+def _with_default(setting: Setting) -> str:
+    """The setting's help with its default, unless the help already says what an unset value means."""
+    if "default" in setting.help:
+        return setting.help
+    return f"{setting.help} (default: {doc_value(setting.default)})"
 
 
 def resolve_settings(
@@ -213,10 +230,11 @@ def _read_file(path: Path) -> dict[str, Any]:
 def _check_environment(environ: Mapping[str, str]) -> None:
     """Warn about `BERTSERVE_*` variables that name no setting (a typo, most likely).
 
+    The client subcommands' variables (``BERTSERVE_ADDRESS``, ``BERTSERVE_TOKEN``) are known too.
     Only a warning: Kubernetes injects ``BERTSERVE_SERVICE_HOST`` and the like
     into every pod of a namespace with a Service named ``bertserve``.
     """
-    known = {setting.env for setting in SETTINGS} | {CONFIG_FILE_VARIABLE}
+    known = {setting.env for setting in SETTINGS} | {CONFIG_FILE_VARIABLE, *CLIENT_VARIABLES}
     for name in sorted(environ):
         if name.startswith(ENV_PREFIX) and name not in known:
             log.warning("ignoring environment variable %s: no such setting%s", name, _suggestion(name, known))

@@ -317,12 +317,13 @@ def settings_markdown() -> str:
             what += "; one of " + ", ".join(f"`{choice}`" for choice in s.choices)
         if s.minimum is not None:
             what += f"; at least {s.minimum:g}"
-        cells = [f"`{s.key}`", f"`{s.env}`", flag, f"`{_doc_value(s.default)}`", what.replace("|", "\\|")]
+        cells = [f"`{s.key}`", f"`{s.env}`", flag, f"`{doc_value(s.default)}`", what.replace("|", "\\|")]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows) + "\n"
 
 
-def _doc_value(value: Any) -> str:
+def doc_value(value: Any) -> str:
+    """A default as the docs and ``--help`` write it: ``unset``, ``true``, ``empty``, or the value."""
     if value is None:
         return "unset"
     if isinstance(value, bool):
@@ -342,6 +343,7 @@ __all__ = [
     "check_limits",
     "config_values",
     "describe_settings",
+    "doc_value",
     "field_value",
     "setting_field",
     "settings_markdown",

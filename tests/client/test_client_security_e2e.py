@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -62,3 +63,28 @@ def test_without_a_client_certificate_the_handshake_fails(secured: str, certs: C
     with BertServeClient(secured, timeout=5, root_certificates=certs.ca.cert, token=TOKEN, retry=None) as c:
         with pytest.raises(UnavailableError):
             c.sentiment("a fine film")
+
+
+def test_cli_subcommands_take_the_clients_connection_options(
+    secured: str, certs: Certs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bertserve.cli import main
+
+    tls = ["--root-certificates", str(certs.ca.cert), "--client-certificate", str(certs.client.cert)]
+    tls += ["--client-key", str(certs.client.key)]
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    assert main(["sentiment", "a fine film", "--address", secured, *tls, "--token-file", str(token_file)]) == 0
+    assert capsys.readouterr().out.split()[0] in {"negative", "neutral", "positive"}
+    assert main(["sentiment", "a fine film", "--address", secured, *tls]) == 1
+    assert "UNAUTHENTICATED" in capsys.readouterr().err
+    monkeypatch.setenv("BERTSERVE_TOKEN", READER)  # the token from the environment, and its limits hold
+    monkeypatch.setenv("BERTSERVE_ADDRESS", secured)
+    assert main(["info", "--json", *tls]) == 0
+    assert json.loads(capsys.readouterr().out)["heads"]
+    assert main(["sentiment", "a fine film", *tls]) == 1
+    assert "PERMISSION_DENIED" in capsys.readouterr().err
+    assert main(["sentiment", "a fine film", "--root-certificates", str(certs.ca.cert)]) == 1  # no client certificate
+    assert "UNAVAILABLE" in capsys.readouterr().err
+    assert main(["sentiment", "a fine film", "--root-certificates", str(tmp_path / "missing.pem")]) == 2
+    assert "missing.pem" in capsys.readouterr().err

@@ -355,10 +355,21 @@ def test_question_windows_label_the_answer_tokens(encoder: SharedEncoder) -> Non
 
 
 def test_cli_train_head_then_eval_head(
-    bare_checkpoint: Path, data: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    bare_checkpoint: Path,
+    data: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     out = tmp_path / "sentiment.safetensors"
     common = ["--model", str(bare_checkpoint), "--device", "cpu"]
+    # The settings sources of `serve`: a TOML file, then BERTSERVE_* variables, then flags.
+    settings = tmp_path / "bertserve.toml"
+    settings.write_text(f'[model]\nname = "{bare_checkpoint}"\ndevice = "cpu"\n')
+    monkeypatch.setenv("BERTSERVE_MODEL_MAX_SEQUENCE_LENGTH", "3")
+    with pytest.raises(SystemExit, match="BERTSERVE_MODEL_MAX_SEQUENCE_LENGTH: model.max_sequence_length"):
+        main(["eval-head", "sentiment", "--data", str(data["heldout"]), "--config", str(settings)])
+    monkeypatch.delenv("BERTSERVE_MODEL_MAX_SEQUENCE_LENGTH")
     assert (
         main(
             ["train-head", "sentiment", "--data", str(data["classification"]), "--out", str(out), *common]
@@ -375,12 +386,16 @@ def test_cli_train_head_then_eval_head(
     assert metadata.extra["training"]["data"] == "reviews.csv" and metadata.extra["training"]["epochs_run"] == 3
     with safe_open(str(out), framework="pt") as stored:
         assert {stored.get_tensor(name).dtype for name in stored.keys()} == {torch.float16}
-    assert (
-        main(["eval-head", "sentiment", "--data", str(data["heldout"]), "--head-file", str(out), "--json", *common])
-        == 0
-    )
+    evaluate = ["eval-head", "sentiment", "--data", str(data["heldout"]), "--json", "--config", str(settings)]
+    assert main([*evaluate, "--head-file", f"sentiment={out}"]) == 0  # serve's --head-file HEAD=PATH
     measured = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert measured["accuracy"] == pytest.approx(metadata.extra["metrics"]["accuracy"])
+    monkeypatch.setenv("BERTSERVE_MODEL_HEAD_FILES", f"sentiment={out}")
+    assert main(evaluate) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == measured
+    monkeypatch.delenv("BERTSERVE_MODEL_HEAD_FILES")
+    assert main([*evaluate, "--head-file", str(out)]) == 0  # a bare path: the evaluated head's file
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == measured
     with pytest.raises(SystemExit, match="pooling"):
         main(
             [

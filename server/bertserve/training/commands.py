@@ -1,4 +1,10 @@
-"""The `bertserve train-head` and `eval-head` commands."""
+"""The `bertserve train-head` and `eval-head` commands.
+
+Where they overlap with `serve` (the encoder, its revision and cache, the
+device, the log level, and for eval-head the head files and plugins), they
+take the same settings from the same sources: flag, ``BERTSERVE_*``
+variable, ``--config`` TOML file, default. The encoder always runs in float32.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import argparse
 import json
 import logging
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -14,11 +21,21 @@ from bertserve.app import load_encoder
 from bertserve.config import ServerConfig
 from bertserve.plugin.headfile import read_head_metadata
 from bertserve.plugin.modules import POOLINGS, HeadArchitecture
+from bertserve.settings import ConfigError, add_setting_flags, config_from_sources
 from bertserve.training.evaluate import evaluate_head, load_served_head
 from bertserve.training.loop import SCHEDULES, TrainingOptions
 from bertserve.training.trainers import TASKS, FeatureOptions, train_head
 
 log = logging.getLogger(__name__)
+
+# The settings the training commands share with `serve`, read from the same sources.
+TRAIN_SETTINGS = (
+    "model.name",
+    "model.device",
+    "model.max_sequence_length",
+    "logging.level",
+)
+EVAL_SETTINGS = (*TRAIN_SETTINGS, "model.head_files", "plugins.allow", "plugins.deny")
 
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "bertserve" / "features"
 
@@ -33,7 +50,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
     train.add_argument(
         "--save-dtype", choices=["float32", "float16"], default="float32", help="weights in the file (float16: half)"
     )
-    _add_encoder_options(train)
+    add_setting_flags(train, TRAIN_SETTINGS)
     arch = train.add_argument_group("architecture (fill-mask takes only --layer-mix or --private-layers)")
     arch.add_argument("--pooling", choices=POOLINGS, default=None, help="default: first; tokens for QA")
     arch.add_argument(
@@ -57,31 +74,47 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
         "--copies", type=int, default=1, help="fill-mask, next-sentence: different random maskings / pairings"
     )
     cache = train.add_argument_group("feature cache")
-    cache.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help=f"default {DEFAULT_CACHE}")
+    cache.add_argument(
+        "--feature-cache-dir",
+        type=Path,
+        default=DEFAULT_CACHE,
+        help=f"encoder features of the training data (default: {DEFAULT_CACHE})",
+    )
     cache.add_argument("--no-cache", action="store_true", help="do not read or write cached features")
-    cache.add_argument("--cache-dtype", choices=["float32", "float16"], default="float32")
+    cache.add_argument("--cache-dtype", choices=["float32", "float16"], default="float32", help="(default: float32)")
     train.set_defaults(handler=_train)
 
-    evaluate = commands.add_parser("eval-head", help="held-out accuracy / F1 / exact match of a head")
+    evaluate = commands.add_parser(
+        "eval-head",
+        help="held-out accuracy / F1 / exact match of a head",
+        description="Measure a head on held-out data, loaded as `serve` would load it. "
+        "--head-file also takes a bare PATH: the file of the head evaluated.",
+    )
     evaluate.add_argument("task", choices=TASKS)
     evaluate.add_argument("--data", type=Path, required=True, help="held-out data in the task's training format")
-    evaluate.add_argument("--head-file", type=Path, default=None, help="default: the head the server would load")
     evaluate.add_argument("--head", default=None, help="head name (default: the built-in head of TASK)")
     evaluate.add_argument("--limit", type=int, default=None, help="evaluate N evenly spaced examples")
     evaluate.add_argument("--seed", type=int, default=0, help="pair / mask sampling for text corpora")
     evaluate.add_argument("--json", action="store_true", help="print JSON")
-    _add_encoder_options(evaluate)
+    add_setting_flags(evaluate, EVAL_SETTINGS)
     evaluate.set_defaults(handler=_evaluate)
 
 
-def _add_encoder_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=None, help="encoder (default: the offline all-MiniLM-L6-v2)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-
-
 def _encoder_config(args: argparse.Namespace) -> ServerConfig:
-    return ServerConfig(model=args.model, device=args.device, dtype="float32")
+    """The settings `serve` would use (flag > env > TOML file > default), with the encoder in float32."""
+    head_files = getattr(args, "setting__model__head_files", None)
+    if head_files is not None:  # eval-head also takes --head-file PATH: the file of the head it evaluates
+        args.setting__model__head_files = [spec if "=" in spec else f"{_head_name(args)}={spec}" for spec in head_files]
+    try:
+        config = config_from_sources(args, os.environ)
+    except ConfigError as error:
+        raise SystemExit(f"configuration error: {error}") from None
+    logging.getLogger().setLevel(config.logging.level)
+    return replace(config, dtype="float32")
+
+
+def _head_name(args: argparse.Namespace) -> str:
+    return str(getattr(args, "head", None) or args.task)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -109,7 +142,7 @@ def _train(args: argparse.Namespace) -> int:
         schedule=args.schedule,
     )
     features = FeatureOptions(
-        cache_dir=None if args.no_cache else args.cache_dir,
+        cache_dir=None if args.no_cache else args.feature_cache_dir,
         store_dtype=torch.float16 if args.cache_dtype == "float16" else torch.float32,
     )
     try:
@@ -143,9 +176,9 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     config = _encoder_config(args)
     encoder = load_encoder(config)
-    name = args.head or args.task
+    name = _head_name(args)
     try:
-        head = load_served_head(name, encoder, args.head_file, config)
+        head = load_served_head(name, encoder, None, config)
     except ValueError as error:
         raise SystemExit(f"eval-head: {error}") from None
     metrics = evaluate_head(args.task, head, encoder, args.data, seed=args.seed, limit=args.limit)
@@ -154,8 +187,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     else:
         for key, value in metrics.items():
             print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
-    if args.head_file is not None:
-        recorded = read_head_metadata(args.head_file)
+    head_file = config.head_files.get(name)
+    if head_file is not None:
+        recorded = read_head_metadata(head_file)
         if recorded is not None and "metrics" in recorded.extra:
             log.info("metrics recorded in the head file: %s", recorded.extra["metrics"])
     return 0
