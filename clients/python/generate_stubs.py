@@ -10,6 +10,32 @@ to relative ones so the stubs live in `bertserve_client.v1`. The Open
 Inference Protocol (Triton's `inference` package) goes to
 `bertserve_client.oip` the same way; those files also say `# ruff: noqa` and
 `# fmt: off`, since the linters' exclusions name only `bertserve_client/v1`.
+
+The client installs next to applications that pin older grpcio and protobuf
+(the oldest supported are in clients/python/pyproject.toml, and CI runs
+tests/client/test_oldest_dependencies.py against exactly them), so
+`compatible()` makes these edits to what protoc writes, and no others. The
+checks it removes guard against gencode that needs a newer runtime; these
+stubs do not (proto3 messages and services only), which the CI run under the
+oldest versions confirms.
+
+- `_pb2.py`: the call to `runtime_version.ValidateProtobufRuntimeVersion`
+  goes. It refuses any protobuf runtime older than the generator's, and the
+  module does not exist before protobuf 5.27. What the gencode calls
+  (`AddSerializedFile`, `builder.BuildMessageAndEnumDescriptors` and
+  `BuildTopDescriptorsAndMessages`) is there since protobuf 3.20; its
+  `_loaded_options` lines run only on the pure-Python runtime, where older
+  versions ignore them.
+- `_pb2_grpc.py`: the import-time check that raises unless grpcio is at least
+  the generator's version goes (GRPC_GENERATED_VERSION stays, for reference).
+  `_registered_method=True` (grpcio 1.63+ registers the method with the
+  channel once, instead of per call; older grpcio rejects the argument) is
+  passed only where grpcio takes it, and `add_registered_method_handlers`
+  (the server-side twin, grpcio 1.64+) is called only where the server has it.
+- `.pyi` files are left as protoc writes them: they are never imported.
+
+Each edit must match what protoc wrote, or generation fails: a new grpcio-tools
+that changes its output is noticed, not half-edited.
 """
 
 from __future__ import annotations
@@ -73,9 +99,55 @@ def generate(target: Target = TARGETS[0]) -> dict[str, str]:
         produced: dict[str, str] = {"__init__.py": f'"""{target.docstring}"""\n'}
         for path in sorted((Path(tmp) / package).iterdir()):
             proto = f"{package}/{path.name.split('_pb2')[0]}.proto"
-            body = sibling_import.sub(r"from . import \1", path.read_text())
+            body = compatible(path.name, sibling_import.sub(r"from . import \1", path.read_text()))
             produced[path.name] = MARKER.format(proto=proto) + target.preamble + body
     return produced
+
+
+# protobuf gencode: the runtime version check and its import (see the module docstring).
+_PROTOBUF_CHECK = re.compile(
+    r"^from google\.protobuf import runtime_version as _runtime_version\n"
+    r"(?P<between>(?:.*\n)*?)"
+    r"_runtime_version\.ValidateProtobufRuntimeVersion\(\n(?:    .*\n)*?\)\n",
+    re.MULTILINE,
+)
+# grpc gencode: from GRPC_VERSION to the end of the `raise RuntimeError(...)` it guards.
+_GRPC_CHECK = re.compile(
+    r"^GRPC_VERSION = grpc\.__version__\n(?:.*\n)*?if _version_not_supported:\n    raise RuntimeError\(\n"
+    r"(?:        .*\n)*?    \)\n",
+    re.MULTILINE,
+)
+_GRPC_REPLACEMENT = """\
+# bertserve: generate_stubs.py removed grpcio-tools' import-time check, which refuses
+# any grpcio older than GRPC_GENERATED_VERSION; _registered_method is passed only
+# to grpcio 1.63+, which takes it (older grpcio rejects it).
+_GRPC_MINOR_VERSION = tuple(int(part) for part in grpc.__version__.split('.')[:2])
+_REGISTERED_METHOD = {'_registered_method': True} if _GRPC_MINOR_VERSION >= (1, 63) else {}
+"""
+_REGISTERED_HANDLERS = re.compile(r"^(    )(server\.add_registered_method_handlers\(.*\))$", re.MULTILINE)
+
+
+def compatible(name: str, body: str) -> str:
+    """Edit protoc's output `name` so that it imports on older grpcio and protobuf (module docstring)."""
+    if name.endswith("_pb2.py"):
+        body, found = _PROTOBUF_CHECK.subn(
+            r"\g<between># bertserve: generate_stubs.py removed protobuf's runtime version check.\n", body
+        )
+        _expect(found == 1, name, "runtime_version.ValidateProtobufRuntimeVersion")
+    elif name.endswith("_pb2_grpc.py"):
+        body, found = _GRPC_CHECK.subn(_GRPC_REPLACEMENT, body)
+        _expect(found == 1, name, "the GRPC_GENERATED_VERSION check")
+        # A .proto without services has no stubs, so no _registered_method either.
+        body = body.replace("_registered_method=True)", "**_REGISTERED_METHOD)")
+        body = _REGISTERED_HANDLERS.sub(
+            r"\1if hasattr(server, 'add_registered_method_handlers'):  # grpcio 1.64+\n\1    \2", body
+        )
+    return body
+
+
+def _expect(found: bool, name: str, what: str) -> None:
+    if not found:
+        raise SystemExit(f"{name}: protoc's output no longer has {what}; update compatible() in generate_stubs.py")
 
 
 def main(argv: list[str] | None = None) -> int:

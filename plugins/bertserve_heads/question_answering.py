@@ -162,9 +162,9 @@ class QuestionAnsweringHead(Head[QuestionAnsweringInput, QuestionAnsweringOutput
                     best[key] = score
                 if len(best) >= item.top_k and _all_at_least(best, score, item.top_k):
                     break
-        answers = [AnswerSpan(text=item.context[s:e], score=score, start=s, end=e) for (s, e), score in best.items()]
+        answers = [AnswerSpan.in_context(item.context, s, e, score) for (s, e), score in best.items()]
         if allow_no_answer:
-            answers.append(AnswerSpan(text="", score=null_score, start=0, end=0, no_answer=True))
+            answers.append(AnswerSpan.none(null_score))
         answers.sort(key=lambda answer: -answer.score)
         return QuestionAnsweringOutput(answers=tuple(answers[: item.top_k]))
 

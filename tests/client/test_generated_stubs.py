@@ -22,3 +22,13 @@ def test_every_generated_file_is_marked_generated() -> None:
     folder = ROOT / "clients/python/src/bertserve_client/v1"
     for path in folder.glob("*_pb2*.py*"):
         assert path.read_text().startswith("# @generated"), path
+
+
+def test_stubs_carry_no_version_check_that_refuses_older_grpcio_or_protobuf() -> None:
+    # generate_stubs.py removes them (its docstring says why); tests/client/test_oldest_dependencies.py
+    # imports and calls the stubs under the oldest versions supported.
+    src = ROOT / "clients/python/src/bertserve_client"
+    for path in [*src.glob("v1/*_pb2*.py"), *src.glob("oip/*_pb2*.py")]:
+        text = path.read_text()
+        assert "ValidateProtobufRuntimeVersion" not in text and "_version_not_supported" not in text, path
+        assert "_registered_method=True" not in text, path

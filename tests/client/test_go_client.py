@@ -25,7 +25,7 @@ import pytest
 from bertserve.background import BackgroundServer
 from bertserve.config import SecurityConfig, ServerConfig
 from bertserve_client import BertServeClient, InvalidArgumentError
-from interop import assert_matches, python_head
+from interop import MULTIBYTE_QA_INPUTS, assert_matches, python_head
 
 REPO = Path(__file__).resolve().parents[2]
 GO_DIR = REPO / "clients" / "go"
@@ -111,7 +111,7 @@ def go_client(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def run_go(binary: Path, address: str, mode: str, *extra: str) -> dict[str, Any]:
     done = subprocess.run(
-        [str(binary), "--target", address, "--mode", mode, *MODE_ARGS[mode], *extra],
+        [str(binary), "--target", address, "--mode", mode, *MODE_ARGS.get(mode, []), *extra],
         capture_output=True,
         text=True,
         timeout=60,
@@ -264,3 +264,22 @@ def test_go_client_authenticates_with_a_bearer_token(go_client: Path, tiny_confi
         answered = run_go(go_client, running.address, "sentiment", "--token", "go-client-token-1")
     assert refused.returncode == 1 and "Unauthenticated" in refused.stderr, refused.stderr
     assert answered["results"][0]["label"]
+
+
+def test_go_slices_answers_by_utf8_byte_offsets(go_client: Path, server: BackgroundServer) -> None:
+    """In Go, context[start_byte:end_byte] (a string is UTF-8 bytes) is the answer, as is
+    []rune(context)[start:end]; start/end used as string indices are not, once a multi-byte
+    character comes first. The Python client sees the same offsets."""
+    misplaced = 0
+    with BertServeClient(server.address, timeout=10) as client:
+        for question, context in MULTIBYTE_QA_INPUTS:
+            args = ["--question", question, "--context", context, "--top-k", "10"]
+            result = run_go(go_client, server.address, "answer-spans", *args)
+            assert result["context"] == context
+            answers = result["answers"]
+            assert answers and all(a["by_bytes"] == a["by_runes"] == a["text"] != "" for a in answers), answers
+            misplaced += sum(a["code_points_as_bytes"] != a["text"] for a in answers)
+            expected = [dataclasses.asdict(a) for a in client.answer(question, context, top_k=10).answers]
+            keys = ("text", "score", "start", "end", "start_byte", "end_byte", "no_answer")
+            assert_matches([{k: a[k] for k in keys} for a in answers], expected, question)
+    assert misplaced > 0, "no answer where code-point offsets differ from byte offsets: the test proves nothing"

@@ -31,7 +31,7 @@ from bertserve_client.v1 import (
     question_answering_pb2,
     sentiment_pb2,
 )
-from interop import assert_matches, python_head
+from interop import MULTIBYTE_QA_INPUTS, assert_matches, python_head
 
 REPO = Path(__file__).resolve().parents[2]
 NODE_DIR = REPO / "tests" / "client" / "node"
@@ -215,3 +215,25 @@ def test_node_client_authenticates_with_a_bearer_token(tiny_config: ServerConfig
     assert "requires a bearer token" in result["anonymous"]["details"]
     assert result["authorized"]["code"] == "OK" and result["authorized"]["label"]
     assert result["authorized"]["request_id"] == "node-call-1"
+
+
+def test_node_slices_answers_by_utf8_byte_offsets(server: BackgroundServer) -> None:
+    """In JavaScript, a Buffer of the context's UTF-8 bytes sliced by start_byte/end_byte is the
+    answer. The string itself counts UTF-16 units: sliced by the code-point offsets it misses
+    the answer once a character outside the BMP (an emoji) comes first, which is why the
+    byte offsets exist."""
+    results = run_node(server.address, "offsets", {"NODE_QA_INPUTS": json.dumps(MULTIBYTE_QA_INPUTS)})
+    assert [r["context"] for r in results] == [context for _, context in MULTIBYTE_QA_INPUTS]
+    misplaced = []
+    with BertServeClient(server.address, timeout=10) as client:
+        for (question, context), result in zip(MULTIBYTE_QA_INPUTS, results, strict=True):
+            answers = result["answers"]
+            assert answers and all(a["by_bytes"] == a["by_code_points"] == a["text"] != "" for a in answers), answers
+            misplaced += [(context, a) for a in answers if a["by_utf16_index"] != a["text"]]
+            expected = client.answer(question, context, top_k=10).answers
+            keys = ("text", "start", "end", "start_byte", "end_byte")
+            assert [{k: a[k] for k in keys} for a in answers] == [{k: getattr(a, k) for k in keys} for a in expected]
+    assert misplaced, "no answer that UTF-16 indices miss: the test proves nothing"
+    # Only characters outside the BMP (two UTF-16 units, one code point) move UTF-16 indices.
+    assert all(any(ord(char) > 0xFFFF for char in context[: a["end"]]) for context, a in misplaced), misplaced
+    assert any(a["by_utf16_index"] != a["text"] for a in results[2]["answers"]), "the emoji context"

@@ -55,6 +55,7 @@ SHORT_INPUTS = [
     ("where did john go?", "john went to paris in the night. mary went home."),
     ("What did Zoë like?", "Zoë liked the café in Rome; the music was great!"),
     ("who is it?", "Mary."),
+    ("what happened?", "john 🎉 went home 😀 at night in 東京 ."),  # 4- and 3-byte characters
 ]
 LONG_INPUTS = [
     ("where did mary go?", LONG_CONTEXT),
@@ -259,8 +260,9 @@ def check_answers(
 ) -> None:
     for answer in result.answers:
         assert answer.text == context[answer.start : answer.end], what
+        assert answer.text == context.encode()[answer.start_byte : answer.end_byte].decode(), what
         if answer.no_answer:
-            assert (answer.text, answer.start, answer.end) == ("", 0, 0), what
+            assert (answer.text, answer.start, answer.end, answer.start_byte, answer.end_byte) == ("", 0, 0, 0, 0), what
         else:
             assert answer.text and answer.end > answer.start, what
     assert_same_ranking(

@@ -9,6 +9,16 @@ from typing import Any
 from bertserve_client import HeadInfo
 
 SCORE_TOLERANCE = 1e-5
+# Question-answering inputs whose contexts hold multi-byte characters: precomposed accents
+# (2 UTF-8 bytes), CJK (3 bytes), emoji outside the BMP (4 bytes, two UTF-16 units) with a
+# ZWJ family, combining marks, and mathematical letters (4 bytes). Every language's test
+# slices these contexts by the answers' offsets in its own string type.
+MULTIBYTE_QA_INPUTS = [
+    ("who went to the café?", "Zoë and Renée went to the café in Köln; the crème brûlée was great."),
+    ("who lives in tokyo?", "東京 is where 山田 lives, and 北京 is far from 大阪 ."),
+    ("what happened?", "john 🎉 went home 😀 at night 🏠 and mary 👩\u200d👩\u200d👧 stayed ."),
+    ("who won?", "Zoe\u0308 and Rene\u0301e went to the cafe\u0301, then 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 🚀 won ."),
+]
 
 
 def assert_matches(actual: Any, expected: Any, where: str = "") -> None:

@@ -9,7 +9,7 @@ whose limits depend on the model (top_k, lengths) are checked by the head in
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 
 def _doc(description: str, **constraints: object) -> dict[str, object]:
@@ -40,7 +40,7 @@ class TokenPrediction:
 class MaskPredictions:
     """Ranked candidates for the mask at `token_index`."""
 
-    token_index: int
+    token_index: int = field(metadata=_doc("position of the mask in the tokenized input, in tokens (0: [CLS])"))
     predictions: tuple[TokenPrediction, ...]
 
 
@@ -106,13 +106,60 @@ class QuestionAnsweringInput:
 
 @dataclass(frozen=True)
 class AnswerSpan:
-    """One answer: `context[start:end]` (code points) and its probability."""
+    """One answer: `context[start:end]` in code points, `context.encode()[start_byte:end_byte]` in UTF-8 bytes.
 
-    text: str
-    score: float
-    start: int
-    end: int
-    no_answer: bool = False
+    Build it with `AnswerSpan.in_context` (a span) or `AnswerSpan.none` (the
+    "no answer" candidate), which derive the text and both units of offset
+    from the context. A head built for API 1.1 that gives only the code-point
+    offsets still works: `complete_output` fills in the byte offsets from the
+    request's context before the answer leaves the server.
+    """
+
+    text: str = field(metadata=_doc("the answer, exactly context[start:end]"))
+    score: float = field(metadata=_doc("probability of the span"))
+    start: int = field(metadata=_doc("start offset in the context, in Unicode code points"))
+    end: int = field(metadata=_doc("end offset (exclusive) in the context, in Unicode code points"))
+    no_answer: bool = field(default=False, metadata=_doc("the 'no answer' candidate: empty text, offsets 0"))
+    start_byte: int | None = field(
+        default=None, kw_only=True, metadata=_doc("start offset in the context's UTF-8 bytes")
+    )
+    end_byte: int | None = field(
+        default=None, kw_only=True, metadata=_doc("end offset (exclusive) in the context's UTF-8 bytes")
+    )
+
+    def __post_init__(self) -> None:
+        if (self.start_byte is None) != (self.end_byte is None):
+            raise ValueError("give both start_byte and end_byte, or neither (the server derives them)")
+        if (
+            self.start_byte is not None
+            and self.end_byte is not None
+            and self.end_byte - self.start_byte != len(self.text.encode())
+        ):
+            raise ValueError(
+                f"answer {self.text!r} does not match its byte offsets [{self.start_byte}:{self.end_byte}]; "
+                "build it with AnswerSpan.in_context"
+            )
+
+    @classmethod
+    def in_context(cls, context: str, start: int, end: int, score: float) -> AnswerSpan:
+        """The span `context[start:end]` (code points), with its UTF-8 byte offsets."""
+        text = context[start:end]
+        start_byte = len(context[:start].encode())
+        return cls(text, score, start, end, start_byte=start_byte, end_byte=start_byte + len(text.encode()))
+
+    @classmethod
+    def none(cls, score: float) -> AnswerSpan:
+        """The "no answer" candidate: empty text, every offset 0."""
+        return cls("", score, 0, 0, no_answer=True, start_byte=0, end_byte=0)
+
+    def with_byte_offsets(self, context: str) -> AnswerSpan:
+        """This span with its UTF-8 byte offsets, derived from `context` where it has none."""
+        if self.start_byte is not None:
+            return self
+        if self.no_answer:
+            return replace(self, start_byte=0, end_byte=0)
+        start_byte = len(context[: self.start].encode())
+        return replace(self, start_byte=start_byte, end_byte=start_byte + len(self.text.encode()))
 
 
 @dataclass(frozen=True)
@@ -120,3 +167,15 @@ class QuestionAnsweringOutput:
     """Answers, best first."""
 
     answers: tuple[AnswerSpan, ...]
+
+
+def complete_output(item: object, output: object) -> object:
+    """A head's output with what the task derives from the input filled in, for every door alike.
+
+    Today that is the UTF-8 byte offsets of question-answering spans whose head
+    gave only code-point offsets (heads written for plugin API 1.1).
+    """
+    if isinstance(output, QuestionAnsweringOutput) and isinstance(item, QuestionAnsweringInput):
+        if any(answer.start_byte is None for answer in output.answers):
+            return replace(output, answers=tuple(answer.with_byte_offsets(item.context) for answer in output.answers))
+    return output

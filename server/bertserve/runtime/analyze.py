@@ -16,6 +16,7 @@ from typing import Any
 
 from bertserve.plugin.errors import BertServeError, FieldViolation, HeadFailed, InputError, InvalidArgument
 from bertserve.plugin.head import EncodedRow, Head
+from bertserve.plugin.tasks import complete_output
 
 Entry = tuple[int, int]  # (head index, text index)
 Group = list[tuple[Head[Any, Any], EncodedRow]]  # one encoder row and the heads that read it
@@ -156,7 +157,10 @@ class AnalyzePlan:
             return self.errors[h, t]
         head, rows = self.heads[h], self.rows[h, t]
         try:
-            output = guard(head, "postprocess", head.postprocess, self.items[h][t], rows, self.results_of(rows))
+            item = self.items[h][t]
+            output = complete_output(
+                item, guard(head, "postprocess", head.postprocess, item, rows, self.results_of(rows))
+            )
             rendered: dict[str, Any] = guard(head, "render_output", head.render_output, output)
             return rendered
         except ENTRY_ERRORS as error:

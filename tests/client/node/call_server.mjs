@@ -17,6 +17,11 @@
 //   metadata, and with "authorization: Bearer $NODE_CLIENT_TOKEN" and an
 //   x-request-id; keeps the status of the first and the answer and response
 //   headers of the second.
+// MODE "offsets": load the .proto files and call QuestionAnsweringService once
+//   with the [question, context] pairs of $NODE_QA_INPUTS (JSON); slice each
+//   context by every answer's offsets in JavaScript's own types: a Buffer of
+//   its UTF-8 bytes by start_byte/end_byte, and the UTF-16 string by start/end
+//   (code points), which goes wrong after a character outside the BMP.
 //
 // google.protobuf.Struct values (head schemas, Predict/Analyze inputs and
 // outputs) are printed as the plain JSON they stand for, not as proto-loader's
@@ -433,16 +438,44 @@ async function modeToken(address, protoRoot) {
   }
 }
 
+async function modeOffsets(address, protoRoot) {
+  const files = protoFiles(protoRoot);
+  const definition = protoLoader.loadSync(files, { ...LOADER_OPTIONS, includeDirs: [protoRoot] });
+  const v1 = grpc.loadPackageDefinition(definition).bertserve.v1;
+  const pairs = JSON.parse(process.env.NODE_QA_INPUTS);
+  return withClients(address, { qa: v1.QuestionAnsweringService }, async ({ qa }) => {
+    const response = await unary(qa, "AnswerQuestion", {
+      inputs: pairs.map(([question, context]) => ({ question, context })),
+      top_k: 10,
+    });
+    return response.results.map((result, i) => {
+      const context = pairs[i][1];
+      const utf8 = Buffer.from(context, "utf8");
+      const codePoints = Array.from(context); // iterating a string yields code points
+      return {
+        context,
+        answers: result.answers.map((a) => ({
+          text: a.text,
+          start: a.start,
+          end: a.end,
+          start_byte: a.start_byte,
+          end_byte: a.end_byte,
+          by_bytes: utf8.subarray(a.start_byte, a.end_byte).toString("utf8"),
+          by_code_points: codePoints.slice(a.start, a.end).join(""),
+          by_utf16_index: context.slice(a.start, a.end),
+        })),
+      };
+    });
+  });
+}
+
 async function main() {
   const [address, protoRoot, mode] = process.argv.slice(2);
-  if (!address || !protoRoot || !["protos", "reflection", "token"].includes(mode)) {
-    throw new Error("usage: node call_server.mjs ADDRESS PROTO_ROOT protos|reflection|token");
+  const modes = { protos: modeProtos, token: modeToken, offsets: modeOffsets };
+  if (!address || !protoRoot || !(mode in modes || mode === "reflection")) {
+    throw new Error("usage: node call_server.mjs ADDRESS PROTO_ROOT protos|reflection|token|offsets");
   }
-  const result = mode === "protos"
-    ? await modeProtos(address, path.resolve(protoRoot))
-    : mode === "token"
-      ? await modeToken(address, path.resolve(protoRoot))
-      : await modeReflection(address);
+  const result = mode === "reflection" ? await modeReflection(address) : await modes[mode](address, path.resolve(protoRoot));
   process.stdout.write(`${JSON.stringify(result)}\n`);
 }
 

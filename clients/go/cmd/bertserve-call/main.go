@@ -9,6 +9,7 @@
 //	bertserve-call --mode next-sentence --first "He went home." --second "He slept."
 //	bertserve-call --mode sentiment --text "A great film." --text "A dull film."
 //	bertserve-call --mode answer --question "Who went home?" --context "John went home at night."
+//	bertserve-call --mode answer-spans --question "Who went?" --context "Zoë 😀 went home." --top-k 5
 //	bertserve-call --mode predict --head sentiment --input '{"text": "A great film."}'
 //	bertserve-call --mode stream --head sentiment --text "A great film." --text "A dull film."
 //	bertserve-call --mode list-heads
@@ -19,7 +20,9 @@
 // prints {"code", "code_name", "message", "details": [...]}, with every
 // google.rpc detail the server attached (ErrorInfo, BadRequest) decoded. The
 // stream mode prints {"results": [...]}: every PredictStreamResponse (id,
-// head, output or error), sorted by id.
+// head, output or error), sorted by id. The answer-spans mode prints
+// {"context", "answers": [...]}: each answer with the context sliced by its
+// offsets in Go's own types (see sliceAnswers).
 package main
 
 import (
@@ -34,6 +37,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	bertservev1 "bertserve/gen/go/bertserve/v1"
 
@@ -72,7 +76,7 @@ type options struct {
 	input    string
 }
 
-const modes = "fill-mask, next-sentence, sentiment, answer, predict, stream, list-heads, error"
+const modes = "fill-mask, next-sentence, sentiment, answer, answer-spans, predict, stream, list-heads, error"
 
 func parseFlags() options {
 	var o options
@@ -85,9 +89,10 @@ func parseFlags() options {
 		"text for fill-mask (with the mask token), sentiment and stream; repeat for a batch (stream: one input each)")
 	flag.StringVar(&o.first, "first", "", "first sentence, for next-sentence")
 	flag.StringVar(&o.second, "second", "", "candidate next sentence, for next-sentence")
-	flag.StringVar(&o.question, "question", "", "question, for answer")
-	flag.StringVar(&o.context, "context", "", "context holding the answer, for answer")
-	flag.UintVar(&o.topK, "top-k", 0, "candidates per mask (fill-mask) or answers per question (answer); 0: the server's default")
+	flag.StringVar(&o.question, "question", "", "question, for answer and answer-spans")
+	flag.StringVar(&o.context, "context", "", "context holding the answer, for answer and answer-spans")
+	flag.UintVar(&o.topK, "top-k", 0,
+		"candidates per mask (fill-mask) or answers per question (answer, answer-spans); 0: the server's default")
 	flag.StringVar(&o.head, "head", "",
 		"head name, for predict and stream (default sentiment), and to pick a non-default head in the typed modes")
 	flag.StringVar(&o.input, "input", "", "JSON object, the head's input, for predict (and stream: sent once, instead of --text)")
@@ -135,12 +140,17 @@ func run(o options) error {
 		response, err = bertservev1.NewSentimentServiceClient(conn).ClassifySentiment(ctx,
 			&bertservev1.ClassifySentimentRequest{Texts: o.texts, Head: o.head})
 	case "answer":
-		response, err = bertservev1.NewQuestionAnsweringServiceClient(conn).AnswerQuestion(ctx,
-			&bertservev1.AnswerQuestionRequest{
-				Inputs: []*bertservev1.QuestionContext{{Question: o.question, Context: o.context}},
-				TopK:   uint32(o.topK),
-				Head:   o.head,
-			})
+		response, err = bertservev1.NewQuestionAnsweringServiceClient(conn).AnswerQuestion(ctx, answerRequest(o))
+	case "answer-spans":
+		var answered *bertservev1.AnswerQuestionResponse
+		answered, err = bertservev1.NewQuestionAnsweringServiceClient(conn).AnswerQuestion(ctx, answerRequest(o))
+		if err == nil {
+			spans, spansErr := sliceAnswers(o.context, answered.GetResults()[0].GetAnswers())
+			if spansErr != nil {
+				return spansErr
+			}
+			return printJSON(spans)
+		}
 	case "predict":
 		in, inputErr := parseInput(o.input)
 		if inputErr != nil {
@@ -183,6 +193,43 @@ func run(o options) error {
 	}
 	_, err = fmt.Println(string(out))
 	return err
+}
+
+func answerRequest(o options) *bertservev1.AnswerQuestionRequest {
+	return &bertservev1.AnswerQuestionRequest{
+		Inputs: []*bertservev1.QuestionContext{{Question: o.question, Context: o.context}},
+		TopK:   uint32(o.topK),
+		Head:   o.head,
+	}
+}
+
+// sliceAnswers slices the context by each answer's offsets in Go's own types. A Go string is
+// indexed by UTF-8 byte, so context[start_byte:end_byte] is the answer ("by_bytes"); a []rune
+// is indexed by code point, so start/end slice it ("by_runes"). start/end used as string
+// indices ("code_points_as_bytes") go wrong once a multi-byte character precedes or is in the
+// answer: the reason start_byte and end_byte exist.
+func sliceAnswers(context string, answers []*bertservev1.Answer) (map[string]interface{}, error) {
+	runes := []rune(context)
+	items := []interface{}{}
+	for _, a := range answers {
+		if a.GetStartByte() > a.GetEndByte() || int(a.GetEndByte()) > len(context) ||
+			a.GetStart() > a.GetEnd() || int(a.GetEnd()) > len(runes) {
+			return nil, fmt.Errorf("answer %q has offsets outside the context: %v", a.GetText(), a)
+		}
+		naive := ""
+		if int(a.GetEnd()) <= len(context) {
+			naive = context[a.GetStart():a.GetEnd()]
+		}
+		items = append(items, map[string]interface{}{
+			"text": a.GetText(), "score": a.GetScore(), "no_answer": a.GetNoAnswer(),
+			"start": a.GetStart(), "end": a.GetEnd(), "start_byte": a.GetStartByte(), "end_byte": a.GetEndByte(),
+			"by_bytes":                   context[a.GetStartByte():a.GetEndByte()],
+			"by_runes":                   string(runes[a.GetStart():a.GetEnd()]),
+			"code_points_as_bytes":       naive,
+			"code_points_as_bytes_valid": utf8.ValidString(naive),
+		})
+	}
+	return map[string]interface{}{"context": context, "answers": items}, nil
 }
 
 // parseInput reads --input, a JSON object, as the google.protobuf.Struct of a head's input.

@@ -150,14 +150,22 @@ class SentimentResult:
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """One candidate answer span.
+    """One candidate answer span, with its offsets in two units.
+
+    ``start``/``end`` count code points (Python ``str`` indices);
+    ``start_byte``/``end_byte`` count bytes of the context's UTF-8 encoding
+    (Go string indices, a Node ``Buffer``), for callers whose strings are not
+    indexed by code point.
 
     Attributes:
-        text: The answer, exactly ``context[start:end]``.
+        text: The answer, exactly ``context[start:end]`` and
+            ``context.encode()[start_byte:end_byte].decode()``.
         score: Probability of the span.
         start: Start offset in the context, in code points.
         end: End offset (exclusive) in the context, in code points.
-        no_answer: True for the "no answer" candidate (empty text, start = end = 0).
+        no_answer: True for the "no answer" candidate (empty text, every offset 0).
+        start_byte: Start offset in the context's UTF-8 bytes.
+        end_byte: End offset (exclusive) in the context's UTF-8 bytes.
     """
 
     text: str
@@ -165,6 +173,8 @@ class Answer:
     start: int
     end: int
     no_answer: bool
+    start_byte: int = 0
+    end_byte: int = 0
 
     @classmethod
     def from_proto(cls, message: question_answering_pb2.Answer) -> Answer:
@@ -175,6 +185,8 @@ class Answer:
             start=message.start,
             end=message.end,
             no_answer=message.no_answer,
+            start_byte=message.start_byte,
+            end_byte=message.end_byte,
         )
 
 

@@ -158,7 +158,13 @@ class QuestionAnsweringService(question_answering_pb2_grpc.QuestionAnsweringServ
                 question_answering_pb2.AnswerQuestionResult(
                     answers=[
                         question_answering_pb2.Answer(
-                            text=a.text, score=a.score, start=a.start, end=a.end, no_answer=a.no_answer
+                            text=a.text,
+                            score=a.score,
+                            start=a.start,
+                            end=a.end,
+                            no_answer=a.no_answer,
+                            start_byte=a.start_byte,
+                            end_byte=a.end_byte,
                         )
                         for a in o.answers
                     ]

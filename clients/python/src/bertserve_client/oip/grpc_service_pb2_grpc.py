@@ -9,23 +9,11 @@ import warnings
 from . import grpc_service_pb2 as inference_dot_grpc__service__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
-GRPC_VERSION = grpc.__version__
-_version_not_supported = False
-
-try:
-    from grpc._utilities import first_version_is_lower
-    _version_not_supported = first_version_is_lower(GRPC_VERSION, GRPC_GENERATED_VERSION)
-except ImportError:
-    _version_not_supported = True
-
-if _version_not_supported:
-    raise RuntimeError(
-        f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in inference/grpc_service_pb2_grpc.py depends on'
-        + f' grpcio>={GRPC_GENERATED_VERSION}.'
-        + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
-        + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
-    )
+# bertserve: generate_stubs.py removed grpcio-tools' import-time check, which refuses
+# any grpcio older than GRPC_GENERATED_VERSION; _registered_method is passed only
+# to grpcio 1.63+, which takes it (older grpcio rejects it).
+_GRPC_MINOR_VERSION = tuple(int(part) for part in grpc.__version__.split('.')[:2])
+_REGISTERED_METHOD = {'_registered_method': True} if _GRPC_MINOR_VERSION >= (1, 63) else {}
 
 
 class GRPCInferenceServiceStub:
@@ -42,32 +30,32 @@ class GRPCInferenceServiceStub:
                 '/inference.GRPCInferenceService/ServerLive',
                 request_serializer=inference_dot_grpc__service__pb2.ServerLiveRequest.SerializeToString,
                 response_deserializer=inference_dot_grpc__service__pb2.ServerLiveResponse.FromString,
-                _registered_method=True)
+                **_REGISTERED_METHOD)
         self.ServerReady = channel.unary_unary(
                 '/inference.GRPCInferenceService/ServerReady',
                 request_serializer=inference_dot_grpc__service__pb2.ServerReadyRequest.SerializeToString,
                 response_deserializer=inference_dot_grpc__service__pb2.ServerReadyResponse.FromString,
-                _registered_method=True)
+                **_REGISTERED_METHOD)
         self.ModelReady = channel.unary_unary(
                 '/inference.GRPCInferenceService/ModelReady',
                 request_serializer=inference_dot_grpc__service__pb2.ModelReadyRequest.SerializeToString,
                 response_deserializer=inference_dot_grpc__service__pb2.ModelReadyResponse.FromString,
-                _registered_method=True)
+                **_REGISTERED_METHOD)
         self.ServerMetadata = channel.unary_unary(
                 '/inference.GRPCInferenceService/ServerMetadata',
                 request_serializer=inference_dot_grpc__service__pb2.ServerMetadataRequest.SerializeToString,
                 response_deserializer=inference_dot_grpc__service__pb2.ServerMetadataResponse.FromString,
-                _registered_method=True)
+                **_REGISTERED_METHOD)
         self.ModelMetadata = channel.unary_unary(
                 '/inference.GRPCInferenceService/ModelMetadata',
                 request_serializer=inference_dot_grpc__service__pb2.ModelMetadataRequest.SerializeToString,
                 response_deserializer=inference_dot_grpc__service__pb2.ModelMetadataResponse.FromString,
-                _registered_method=True)
+                **_REGISTERED_METHOD)
         self.ModelInfer = channel.unary_unary(
                 '/inference.GRPCInferenceService/ModelInfer',
                 request_serializer=inference_dot_grpc__service__pb2.ModelInferRequest.SerializeToString,
                 response_deserializer=inference_dot_grpc__service__pb2.ModelInferResponse.FromString,
-                _registered_method=True)
+                **_REGISTERED_METHOD)
 
 
 class GRPCInferenceServiceServicer:
@@ -153,7 +141,8 @@ def add_GRPCInferenceServiceServicer_to_server(servicer, server):
     generic_handler = grpc.method_handlers_generic_handler(
             'inference.GRPCInferenceService', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('inference.GRPCInferenceService', rpc_method_handlers)
+    if hasattr(server, 'add_registered_method_handlers'):  # grpcio 1.64+
+        server.add_registered_method_handlers('inference.GRPCInferenceService', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
@@ -186,7 +175,7 @@ class GRPCInferenceService:
             wait_for_ready,
             timeout,
             metadata,
-            _registered_method=True)
+            **_REGISTERED_METHOD)
 
     @staticmethod
     def ServerReady(request,
@@ -213,7 +202,7 @@ class GRPCInferenceService:
             wait_for_ready,
             timeout,
             metadata,
-            _registered_method=True)
+            **_REGISTERED_METHOD)
 
     @staticmethod
     def ModelReady(request,
@@ -240,7 +229,7 @@ class GRPCInferenceService:
             wait_for_ready,
             timeout,
             metadata,
-            _registered_method=True)
+            **_REGISTERED_METHOD)
 
     @staticmethod
     def ServerMetadata(request,
@@ -267,7 +256,7 @@ class GRPCInferenceService:
             wait_for_ready,
             timeout,
             metadata,
-            _registered_method=True)
+            **_REGISTERED_METHOD)
 
     @staticmethod
     def ModelMetadata(request,
@@ -294,7 +283,7 @@ class GRPCInferenceService:
             wait_for_ready,
             timeout,
             metadata,
-            _registered_method=True)
+            **_REGISTERED_METHOD)
 
     @staticmethod
     def ModelInfer(request,
@@ -321,4 +310,4 @@ class GRPCInferenceService:
             wait_for_ready,
             timeout,
             metadata,
-            _registered_method=True)
+            **_REGISTERED_METHOD)

@@ -7,23 +7,11 @@ import warnings
 from . import model_pb2 as bertserve_dot_v1_dot_model__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
-GRPC_VERSION = grpc.__version__
-_version_not_supported = False
-
-try:
-    from grpc._utilities import first_version_is_lower
-    _version_not_supported = first_version_is_lower(GRPC_VERSION, GRPC_GENERATED_VERSION)
-except ImportError:
-    _version_not_supported = True
-
-if _version_not_supported:
-    raise RuntimeError(
-        f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in bertserve/v1/model_pb2_grpc.py depends on'
-        + f' grpcio>={GRPC_GENERATED_VERSION}.'
-        + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
-        + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
-    )
+# bertserve: generate_stubs.py removed grpcio-tools' import-time check, which refuses
+# any grpcio older than GRPC_GENERATED_VERSION; _registered_method is passed only
+# to grpcio 1.63+, which takes it (older grpcio rejects it).
+_GRPC_MINOR_VERSION = tuple(int(part) for part in grpc.__version__.split('.')[:2])
+_REGISTERED_METHOD = {'_registered_method': True} if _GRPC_MINOR_VERSION >= (1, 63) else {}
 
 
 class ModelServiceStub:
@@ -40,17 +28,17 @@ class ModelServiceStub:
                 '/bertserve.v1.ModelService/GetServerInfo',
                 request_serializer=bertserve_dot_v1_dot_model__pb2.GetServerInfoRequest.SerializeToString,
                 response_deserializer=bertserve_dot_v1_dot_model__pb2.GetServerInfoResponse.FromString,
-                _registered_method=True)
+                **_REGISTERED_METHOD)
         self.ListHeads = channel.unary_unary(
                 '/bertserve.v1.ModelService/ListHeads',
                 request_serializer=bertserve_dot_v1_dot_model__pb2.ListHeadsRequest.SerializeToString,
                 response_deserializer=bertserve_dot_v1_dot_model__pb2.ListHeadsResponse.FromString,
-                _registered_method=True)
+                **_REGISTERED_METHOD)
         self.GetHead = channel.unary_unary(
                 '/bertserve.v1.ModelService/GetHead',
                 request_serializer=bertserve_dot_v1_dot_model__pb2.GetHeadRequest.SerializeToString,
                 response_deserializer=bertserve_dot_v1_dot_model__pb2.GetHeadResponse.FromString,
-                _registered_method=True)
+                **_REGISTERED_METHOD)
 
 
 class ModelServiceServicer:
@@ -100,7 +88,8 @@ def add_ModelServiceServicer_to_server(servicer, server):
     generic_handler = grpc.method_handlers_generic_handler(
             'bertserve.v1.ModelService', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('bertserve.v1.ModelService', rpc_method_handlers)
+    if hasattr(server, 'add_registered_method_handlers'):  # grpcio 1.64+
+        server.add_registered_method_handlers('bertserve.v1.ModelService', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
@@ -133,7 +122,7 @@ class ModelService:
             wait_for_ready,
             timeout,
             metadata,
-            _registered_method=True)
+            **_REGISTERED_METHOD)
 
     @staticmethod
     def ListHeads(request,
@@ -160,7 +149,7 @@ class ModelService:
             wait_for_ready,
             timeout,
             metadata,
-            _registered_method=True)
+            **_REGISTERED_METHOD)
 
     @staticmethod
     def GetHead(request,
@@ -187,4 +176,4 @@ class ModelService:
             wait_for_ready,
             timeout,
             metadata,
-            _registered_method=True)
+            **_REGISTERED_METHOD)

@@ -7,17 +7,9 @@
 """Generated protocol buffer code."""
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import descriptor_pool as _descriptor_pool
-from google.protobuf import runtime_version as _runtime_version
 from google.protobuf import symbol_database as _symbol_database
 from google.protobuf.internal import builder as _builder
-_runtime_version.ValidateProtobufRuntimeVersion(
-    _runtime_version.Domain.PUBLIC,
-    7,
-    35,
-    1,
-    '',
-    'bertserve/v1/question_answering.proto'
-)
+# bertserve: generate_stubs.py removed protobuf's runtime version check.
 # @@protoc_insertion_point(imports)
 
 _sym_db = _symbol_database.Default()
@@ -25,7 +17,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%bertserve/v1/question_answering.proto\x12\x0c\x62\x65rtserve.v1\"\xca\x01\n\x15\x41nswerQuestionRequest\x12-\n\x06inputs\x18\x01 \x03(\x0b\x32\x1d.bertserve.v1.QuestionContext\x12\r\n\x05top_k\x18\x02 \x01(\r\x12\x19\n\x11max_answer_length\x18\x03 \x01(\r\x12\x12\n\ndoc_stride\x18\x04 \x01(\r\x12\x36\n\x10no_answer_policy\x18\x05 \x01(\x0e\x32\x1c.bertserve.v1.NoAnswerPolicy\x12\x0c\n\x04head\x18\x06 \x01(\t\"4\n\x0fQuestionContext\x12\x10\n\x08question\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontext\x18\x02 \x01(\t\"M\n\x16\x41nswerQuestionResponse\x12\x33\n\x07results\x18\x01 \x03(\x0b\x32\".bertserve.v1.AnswerQuestionResult\"=\n\x14\x41nswerQuestionResult\x12%\n\x07\x61nswers\x18\x01 \x03(\x0b\x32\x14.bertserve.v1.Answer\"T\n\x06\x41nswer\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\r\n\x05start\x18\x03 \x01(\r\x12\x0b\n\x03\x65nd\x18\x04 \x01(\r\x12\x11\n\tno_answer\x18\x05 \x01(\x08*j\n\x0eNoAnswerPolicy\x12 \n\x1cNO_ANSWER_POLICY_UNSPECIFIED\x10\x00\x12\x1a\n\x16NO_ANSWER_POLICY_NEVER\x10\x01\x12\x1a\n\x16NO_ANSWER_POLICY_ALLOW\x10\x02\x32w\n\x18QuestionAnsweringService\x12[\n\x0e\x41nswerQuestion\x12#.bertserve.v1.AnswerQuestionRequest\x1a$.bertserve.v1.AnswerQuestionResponseB\x90\x01\n\x10\x64\x65v.bertserve.v1B\x16QuestionAnsweringProtoP\x01Z)bertserve/gen/go/bertserve/v1;bertservev1\xa2\x02\x03\x42XX\xaa\x02\x0c\x42\x65rtserve.V1\xba\x02\x02\x42S\xca\x02\x0c\x42\x65rtserve\\V1\xea\x02\rBertserve::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%bertserve/v1/question_answering.proto\x12\x0c\x62\x65rtserve.v1\"\xca\x01\n\x15\x41nswerQuestionRequest\x12-\n\x06inputs\x18\x01 \x03(\x0b\x32\x1d.bertserve.v1.QuestionContext\x12\r\n\x05top_k\x18\x02 \x01(\r\x12\x19\n\x11max_answer_length\x18\x03 \x01(\r\x12\x12\n\ndoc_stride\x18\x04 \x01(\r\x12\x36\n\x10no_answer_policy\x18\x05 \x01(\x0e\x32\x1c.bertserve.v1.NoAnswerPolicy\x12\x0c\n\x04head\x18\x06 \x01(\t\"4\n\x0fQuestionContext\x12\x10\n\x08question\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontext\x18\x02 \x01(\t\"M\n\x16\x41nswerQuestionResponse\x12\x33\n\x07results\x18\x01 \x03(\x0b\x32\".bertserve.v1.AnswerQuestionResult\"=\n\x14\x41nswerQuestionResult\x12%\n\x07\x61nswers\x18\x01 \x03(\x0b\x32\x14.bertserve.v1.Answer\"z\n\x06\x41nswer\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\r\n\x05start\x18\x03 \x01(\r\x12\x0b\n\x03\x65nd\x18\x04 \x01(\r\x12\x11\n\tno_answer\x18\x05 \x01(\x08\x12\x12\n\nstart_byte\x18\x06 \x01(\r\x12\x10\n\x08\x65nd_byte\x18\x07 \x01(\r*j\n\x0eNoAnswerPolicy\x12 \n\x1cNO_ANSWER_POLICY_UNSPECIFIED\x10\x00\x12\x1a\n\x16NO_ANSWER_POLICY_NEVER\x10\x01\x12\x1a\n\x16NO_ANSWER_POLICY_ALLOW\x10\x02\x32w\n\x18QuestionAnsweringService\x12[\n\x0e\x41nswerQuestion\x12#.bertserve.v1.AnswerQuestionRequest\x1a$.bertserve.v1.AnswerQuestionResponseB\x90\x01\n\x10\x64\x65v.bertserve.v1B\x16QuestionAnsweringProtoP\x01Z)bertserve/gen/go/bertserve/v1;bertservev1\xa2\x02\x03\x42XX\xaa\x02\x0c\x42\x65rtserve.V1\xba\x02\x02\x42S\xca\x02\x0c\x42\x65rtserve\\V1\xea\x02\rBertserve::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,8 +25,8 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'bertserve.v1.question_answe
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\020dev.bertserve.v1B\026QuestionAnsweringProtoP\001Z)bertserve/gen/go/bertserve/v1;bertservev1\242\002\003BXX\252\002\014Bertserve.V1\272\002\002BS\312\002\014Bertserve\\V1\352\002\rBertserve::V1'
-  _globals['_NOANSWERPOLICY']._serialized_start=542
-  _globals['_NOANSWERPOLICY']._serialized_end=648
+  _globals['_NOANSWERPOLICY']._serialized_start=580
+  _globals['_NOANSWERPOLICY']._serialized_end=686
   _globals['_ANSWERQUESTIONREQUEST']._serialized_start=56
   _globals['_ANSWERQUESTIONREQUEST']._serialized_end=258
   _globals['_QUESTIONCONTEXT']._serialized_start=260
@@ -44,7 +36,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ANSWERQUESTIONRESULT']._serialized_start=393
   _globals['_ANSWERQUESTIONRESULT']._serialized_end=454
   _globals['_ANSWER']._serialized_start=456
-  _globals['_ANSWER']._serialized_end=540
-  _globals['_QUESTIONANSWERINGSERVICE']._serialized_start=650
-  _globals['_QUESTIONANSWERINGSERVICE']._serialized_end=769
+  _globals['_ANSWER']._serialized_end=578
+  _globals['_QUESTIONANSWERINGSERVICE']._serialized_start=688
+  _globals['_QUESTIONANSWERINGSERVICE']._serialized_end=807
 # @@protoc_insertion_point(module_scope)

@@ -54,15 +54,19 @@ class AnswerQuestionResult(_message.Message):
     def __init__(self, answers: _Optional[_Iterable[_Union[Answer, _Mapping]]] = ...) -> None: ...
 
 class Answer(_message.Message):
-    __slots__ = ("text", "score", "start", "end", "no_answer")
+    __slots__ = ("text", "score", "start", "end", "no_answer", "start_byte", "end_byte")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     START_FIELD_NUMBER: _ClassVar[int]
     END_FIELD_NUMBER: _ClassVar[int]
     NO_ANSWER_FIELD_NUMBER: _ClassVar[int]
+    START_BYTE_FIELD_NUMBER: _ClassVar[int]
+    END_BYTE_FIELD_NUMBER: _ClassVar[int]
     text: str
     score: float
     start: int
     end: int
     no_answer: bool
-    def __init__(self, text: _Optional[str] = ..., score: _Optional[float] = ..., start: _Optional[int] = ..., end: _Optional[int] = ..., no_answer: _Optional[bool] = ...) -> None: ...
+    start_byte: int
+    end_byte: int
+    def __init__(self, text: _Optional[str] = ..., score: _Optional[float] = ..., start: _Optional[int] = ..., end: _Optional[int] = ..., no_answer: _Optional[bool] = ..., start_byte: _Optional[int] = ..., end_byte: _Optional[int] = ...) -> None: ...
