@@ -21,9 +21,12 @@ class BackgroundServer:
     ...     client = BertServeClient(server.address)
     """
 
-    def __init__(self, config: ServerConfig, *, plugins: Iterable[tuple[str, object]] | None = None) -> None:
+    def __init__(
+        self, config: ServerConfig, *, plugins: Iterable[tuple[str, object]] | None = None, tracer_provider: Any = None
+    ) -> None:
         self._config = config
         self._plugins = plugins
+        self._tracer_provider = tracer_provider  # an OpenTelemetry TracerProvider: tracing on (tests)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="bertserve-server", daemon=True)
         self._server: BertServeServer | None = None
@@ -53,7 +56,9 @@ class BackgroundServer:
     def __enter__(self) -> BackgroundServer:
         self._thread.start()
         try:
-            self._server, self.port = self.call(create_server(self._config, plugins=self._plugins))
+            self._server, self.port = self.call(
+                create_server(self._config, plugins=self._plugins, tracer_provider=self._tracer_provider)
+            )
         except BaseException:
             self._shutdown_loop()
             raise

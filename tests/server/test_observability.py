@@ -1,4 +1,4 @@
-"""Prometheus metrics (scraped and parsed after real traffic) and the per-request log lines."""
+"""Prometheus metrics (scraped and parsed after real traffic), per-response timings and the per-request log lines."""
 
 from __future__ import annotations
 
@@ -15,16 +15,25 @@ from pathlib import Path
 import grpc
 import pytest
 from bertserve.background import BackgroundServer
-from bertserve.config import LoggingConfig, MetricsConfig, SecurityConfig, ServerConfig
+from bertserve.config import HttpConfig, LoggingConfig, MetricsConfig, SecurityConfig, ServerConfig
+from bertserve.runtime.timing import BatchShare, BatchTiming, RequestTimings
 from bertserve.wire.logs import REQUEST_LOGGER, JsonFormatter, configure_logging
+from bertserve.wire.timings import TIMING_KEYS
 from bertserve_client import BertServeClient, InvalidArgumentError
-from bertserve_client.v1 import sentiment_pb2 as st, sentiment_pb2_grpc as st_grpc
+from bertserve_client.oip import grpc_service_pb2 as oip, grpc_service_pb2_grpc as oip_grpc
+from bertserve_client.v1 import (
+    inference_pb2 as inf,
+    inference_pb2_grpc as inf_grpc,
+    sentiment_pb2 as st,
+    sentiment_pb2_grpc as st_grpc,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 
 @pytest.fixture(scope="module")
 def observed(tiny_config: ServerConfig) -> Iterator[BackgroundServer]:
-    with BackgroundServer(dataclasses.replace(tiny_config, metrics=MetricsConfig(port=0))) as running:
+    config = dataclasses.replace(tiny_config, metrics=MetricsConfig(port=0), http=HttpConfig(port=0))
+    with BackgroundServer(config) as running:
         yield running
 
 
@@ -220,3 +229,93 @@ def test_refused_calls_are_counted_and_logged(tiny_config: ServerConfig) -> None
     assert refused["code"] == "UNAUTHENTICATED" and refused["principal"] == ""
     assert answered["code"] == "OK" and answered["principal"] == "env-1"
     assert "observed-token-1" not in json.dumps(captured.lines())
+
+
+def test_per_head_metrics_count_each_heads_rows_and_tokens(observed: BackgroundServer) -> None:
+    texts, masked = ["a fine film", "a dull and very long film that never ends"], "paris is the [MASK] of france"
+    before = scrape(observed)
+    with BertServeClient(observed.address) as client:
+        client.sentiment(texts)
+        client.fill_mask(masked)
+        client.analyze(["a [MASK] shared by two heads"], ["sentiment", "fill-mask"])
+    after = scrape(observed)
+
+    def delta(name: str, head: str) -> float:
+        return value(after, name, head=head) - value(before, name, head=head)
+
+    tokenizer = observed.runtime.encoder.tokenizer
+    count = lambda *texts: sum(len(tokenizer(text)["input_ids"]) for text in texts)  # noqa: E731
+    assert delta("bertserve_head_rows_total", "sentiment") == 3  # Analyze's shared row counts for each head
+    assert delta("bertserve_head_tokens_total", "sentiment") == count(*texts, "a [MASK] shared by two heads")
+    assert delta("bertserve_head_rows_total", "fill-mask") == 2
+    assert delta("bertserve_head_tokens_total", "fill-mask") == count(masked, "a [MASK] shared by two heads")
+    assert delta("bertserve_head_rows_total", "question-answering") == 0
+    for head in ("sentiment", "fill-mask"):  # sequential calls: one head run per call
+        assert delta("bertserve_head_forward_seconds_count", head) == 2
+        assert delta("bertserve_head_forward_seconds_sum", head) > 0
+
+
+def _timings(metadata: object) -> dict[str, float]:
+    pairs = dict(metadata)  # type: ignore[call-overload]
+    assert set(TIMING_KEYS) <= set(pairs), pairs
+    found = {key.removeprefix("x-").removesuffix("-time"): float(pairs[key]) for key in TIMING_KEYS}
+    assert all(number >= 0 for number in found.values()), found
+    slack = 0.002  # each is rounded to a microsecond
+    assert found["queue"] + found["inference"] <= found["total"] + slack, found
+    assert found["tokenization"] + found["queue"] + found["inference"] <= found["total"] + slack, found
+    assert found["inference"] > 0 and found["total"] > 0
+    return found
+
+
+def test_timings_in_the_trailing_metadata_of_every_unary_door(observed: BackgroundServer) -> None:
+    with grpc.insecure_channel(observed.address) as channel:
+        _, call = st_grpc.SentimentServiceStub(channel).ClassifySentiment.with_call(
+            st.ClassifySentimentRequest(texts=["good", "two rows, maybe two batches"]), timeout=30
+        )
+        _timings(call.trailing_metadata())
+        inference = inf_grpc.InferenceServiceStub(channel)
+        predict = inf.PredictRequest(head="sentiment")
+        predict.input.update({"text": "through predict"})
+        _, call = inference.Predict.with_call(predict, timeout=30)
+        _timings(call.trailing_metadata())
+        analyze = inf.AnalyzeRequest(inputs=[inf.AnalyzeInput(text="one [MASK], two heads")])
+        analyze.heads.add(head="sentiment")
+        analyze.heads.add(head="fill-mask")
+        _, call = inference.Analyze.with_call(analyze, timeout=30)
+        _timings(call.trailing_metadata())
+        infer = oip.ModelInferRequest(model_name="sentiment")
+        infer.inputs.add(name="text", datatype="BYTES", shape=[1]).contents.bytes_contents.append(b"open protocol")
+        _, call = oip_grpc.GRPCInferenceServiceStub(channel).ModelInfer.with_call(infer, timeout=30)
+        _timings(call.trailing_metadata())
+        with pytest.raises(grpc.RpcError) as raised:  # a failure carries none
+            st_grpc.SentimentServiceStub(channel).ClassifySentiment(st.ClassifySentimentRequest(texts=[]), timeout=30)
+        assert not set(TIMING_KEYS) & set(dict(raised.value.trailing_metadata() or ()))
+
+
+def test_timings_as_http_response_headers(observed: BackgroundServer) -> None:
+    port = observed._server.http_port
+    for path, body in [
+        ("/bertserve.v1.SentimentService/ClassifySentiment", {"texts": ["over http"]}),
+        (
+            "/v2/models/sentiment/infer",
+            {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["x"]}]},
+        ),
+    ]:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}{path}",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            _timings(response.headers.items())
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/live", timeout=30) as response:
+        assert not set(TIMING_KEYS) & {key.lower() for key in response.headers}  # no rows, no timings
+
+
+def test_a_request_over_two_batches_reports_queue_less_its_own_earlier_forward() -> None:
+    timings = RequestTimings(started=0.0, queued=1.0)
+    first, second = BatchTiming(2.0, 2.5, end=3.0), BatchTiming(3.5, 3.75, end=4.0)
+    timings.batches += [BatchShare(first, 1, 5, frozenset({"h"}), 1.0), BatchShare(second, 1, 5, frozenset({"h"}), 1.0)]
+    # Queued at 1, last forward started at 3.5, of which 1 s was its own first forward: 1.5 s of queueing.
+    assert timings.queue_seconds() == 1.5 and timings.inference_seconds() == 1.5
+    assert timings.queue_seconds() + timings.inference_seconds() == second.end - 1.0

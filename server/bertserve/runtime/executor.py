@@ -4,6 +4,11 @@ Runs on the single inference thread. The encoder computes the batch's real
 tokens only (`SharedEncoder.forward_packed`); each head then gets its rows
 right-padded (`PackedBatch.view`). A head that raises fails only the rows
 that make it raise: its rows are re-run in halves until the bad ones are found.
+
+Each batch's timestamps (encoder, then each head) are taken once here, a few
+`perf_counter` calls per batch: they feed the per-head metrics and every
+request's timings (`timing.BatchShare`), from which the wire layer makes
+response timings and trace spans.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -21,6 +26,8 @@ from bertserve.plugin.errors import HeadFailed
 from bertserve.plugin.head import Head
 from bertserve.runtime.metrics import ServerMetrics
 from bertserve.runtime.queue import Consumer, QueuedRow
+from bertserve.runtime.request_context import RequestContext
+from bertserve.runtime.timing import BatchShare, BatchTiming, HeadTiming
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +56,7 @@ class Executor:
         started = time.perf_counter()
         self.stage = ("the encoder", None)
         out = self._encoder.forward_packed([queued.tokens for queued in batch])
+        timing = BatchTiming(started, time.perf_counter(), rows=len(batch), tokens=out.layout.tokens)
         # Each head reads its rows of the batch: (batch index, consumer index) pairs.
         by_head: dict[int, list[tuple[int, int]]] = defaultdict(list)
         for i, queued in enumerate(batch):
@@ -57,12 +65,19 @@ class Executor:
         results: list[list[Any]] = [[None] * len(queued.consumers) for queued in batch]
         for places in by_head.values():
             consumers = [batch[i].consumers[j] for i, j in places]
-            head_results = self._run_head(consumers[0].head, out, [i for i, _ in places], consumers)
+            head, rows = consumers[0].head, [i for i, _ in places]
+            tokens = sum(batch[i].length for i in rows)
+            head_started = time.perf_counter()
+            head_results = self._run_head(head, out, rows, consumers)
+            timing.heads.append(HeadTiming(head.name, head_started, time.perf_counter(), len(rows), tokens))
             for (i, j), result in zip(places, head_results):
                 results[i][j] = result
-        seconds = time.perf_counter() - started
-        self._metrics.record_batch(rows=len(batch), tokens=out.layout.tokens, seconds=seconds)
-        log.debug("forward of %d rows, %d tokens in %.1f ms", len(batch), out.layout.tokens, 1000 * seconds)
+        timing.end = time.perf_counter()
+        self._metrics.record_batch(
+            rows=len(batch), tokens=out.layout.tokens, seconds=timing.seconds, heads=timing.heads
+        )
+        share_batch(batch, timing)
+        log.debug("forward of %d rows, %d tokens in %.1f ms", len(batch), out.layout.tokens, 1000 * timing.seconds)
         return results
 
     def _run_head(
@@ -83,6 +98,19 @@ class Executor:
             log.error("%s failed in forward on one row", origin, exc_info=True)
             message = f"{origin} failed in forward: {error!r}; see the server log"
             return [HeadFailed(message, metadata={"head": head.name, "stage": "forward"})]
+
+
+def share_batch(batch: Sequence[QueuedRow], timing: BatchTiming) -> None:
+    """Give each request whose rows `batch` carried its share of the batch (`RequestTimings.batches`)."""
+    shares: dict[int, tuple[RequestContext, list[QueuedRow]]] = {}
+    for queued in batch:
+        if queued.request is not None:
+            shares.setdefault(id(queued.request), (queued.request, []))[1].append(queued)
+    for request, rows in shares.values():
+        heads = frozenset(consumer.head.name for queued in rows for consumer in queued.consumers)
+        tokens = sum(queued.length for queued in rows)
+        queued_at = min(queued.queued_at for queued in rows)
+        request.timings.batches.append(BatchShare(timing, len(rows), tokens, heads, queued_at))
 
 
 def _head_forward(head: Head[Any, Any], out: PackedBatch, rows: list[int], consumers: list[Consumer]) -> list[Any]:

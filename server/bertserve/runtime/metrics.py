@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from bertserve.runtime.timing import HeadTiming
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +124,27 @@ class ServerMetrics:
             registry=registry,
         )
         self.queue_rows = Gauge("bertserve_queue_rows", "Rows waiting in the batch queue.", registry=registry)
+        self._add_head_metrics()
+
+    def _add_head_metrics(self) -> None:
+        """The batch figures by head (label: the head's name, so as many series as heads)."""
+        registry = self.registry
+        self.head_rows = Counter(
+            "bertserve_head_rows",
+            "Encoder rows each head's module ran on (a row Analyze shares counts once per head reading it).",
+            ["head"],
+            registry=registry,
+        )
+        self.head_tokens = Counter(
+            "bertserve_head_tokens", "Tokens of the rows each head's module ran on.", ["head"], registry=registry
+        )
+        self.head_forward_seconds = Histogram(
+            "bertserve_head_forward_seconds",
+            "Time of one head's module on its rows of one batch (after the shared encoder).",
+            ["head"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
 
     def _add_state_metrics(self) -> None:
         registry = self.registry
@@ -152,13 +175,17 @@ class ServerMetrics:
         """The batching counters (forwards, rows, tokens, dropped rows), read live."""
         return BatchCounts(self.registry)
 
-    def record_batch(self, *, rows: int, tokens: int, seconds: float) -> None:
-        """One encoder batch finished."""
+    def record_batch(self, *, rows: int, tokens: int, seconds: float, heads: Sequence[HeadTiming] = ()) -> None:
+        """One encoder batch finished; `heads` are its heads' runs on their rows."""
         self.forward_seconds.observe(seconds)
         self.batch_rows.observe(rows)
         self.batch_tokens.observe(tokens)
         self.tokens.labels("real").inc(tokens)
         self.rows.inc(rows)
+        for head in heads:
+            self.head_rows.labels(head.head).inc(head.rows)
+            self.head_tokens.labels(head.head).inc(head.tokens)
+            self.head_forward_seconds.labels(head.head).observe(head.end - head.start)
 
     def exposition(self) -> bytes:
         """The metrics in the Prometheus text format."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,7 @@ from bertserve.config import BatchingConfig
 from bertserve.plugin.errors import BertServeError, DeadlineExceeded, QueueFull
 from bertserve.plugin.head import EncodedRow, Head
 from bertserve.runtime.metrics import ServerMetrics
+from bertserve.runtime.request_context import RequestContext, current_request
 
 # The share of a request's time to its deadline that its rows may spend waiting for the encoder.
 DEADLINE_SHARE = 0.5
@@ -38,12 +40,18 @@ class Consumer:
 
 @dataclass(eq=False)
 class QueuedRow:
-    """One encoder input row and the heads that read its output."""
+    """One encoder input row and the heads that read its output.
+
+    `request` is the RPC that queued it (None outside one: warm-up), and
+    `queued_at` its `perf_counter` time, for the request's timings.
+    """
 
     consumers: list[Consumer]
     deadline: float | None
     order: int
     enqueued: float
+    request: RequestContext | None = None
+    queued_at: float = 0.0
 
     @property
     def tokens(self) -> EncodedRow:
@@ -106,10 +114,13 @@ class RowQueue:
         loop = asyncio.get_running_loop()
         now = loop.time()
         deadline = now + timeout if timeout is not None else None
+        request, queued_at = current_request(), time.perf_counter()
+        if request is not None and request.timings.queued is None:
+            request.timings.queued = queued_at
         futures = []
         for group in groups:
             consumers = [Consumer(head, row, loop.create_future()) for head, row in group]
-            self._rows.append(QueuedRow(consumers, deadline, next(self._order), now))
+            self._rows.append(QueuedRow(consumers, deadline, next(self._order), now, request, queued_at))
             futures.append([consumer.future for consumer in consumers])
         self.wakeup.set()
         return futures

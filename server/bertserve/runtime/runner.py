@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from bertserve.plugin.errors import (
 from bertserve.plugin.head import EncodedRow, Head
 from bertserve.plugin.schema import SchemaValidator
 from bertserve.plugin.service import InputFields
+from bertserve.plugin.tasks import complete_output
 from bertserve.runtime.analyze import AnalyzeFields, AnalyzePlan, Guard, analyze_items
 from bertserve.runtime.batcher import Batcher
 from bertserve.runtime.offload import Offloader
@@ -100,9 +102,11 @@ class Runtime:
         fields = fields or (_FieldOf(field_of) if field_of is not None else InputFields("inputs"))
         self._check_count(len(items), fields)
         _check_deadline(context, "before preprocessing")
+        started = time.perf_counter()
         rows_per_item = await self.offloader.run(
             ("preprocess", head.name), text_size(items), self._preprocess_all, head, items, fields, self._guarded
         )
+        _note_preprocess(started)
         flat_rows = [row for rows in rows_per_item for row in rows]
         self._check_tokens(sum(len(row) for row in flat_rows), fields.items)
         results = await self.batcher.submit(head, flat_rows, timeout=_time_left(context))
@@ -162,7 +166,9 @@ class Runtime:
         plan = AnalyzePlan(heads, items, fields)
         _check_deadline(context, "before preprocessing")
         size = sum(text_size(items) for items in plan.items)
+        started = time.perf_counter()
         await self.offloader.run(("analyze-preprocess",), size, plan.preprocess, self._guarded)
+        _note_preprocess(started)
         groups = plan.groups()
         self._check_tokens(sum(len(group[0][1]) for group in groups), fields.inputs)
         if groups:
@@ -260,9 +266,8 @@ class Runtime:
         outputs = []
         offset = 0
         for item, rows in zip(items, rows_per_item):
-            outputs.append(
-                guard(head, "postprocess", head.postprocess, item, rows, results[offset : offset + len(rows)])
-            )
+            output = guard(head, "postprocess", head.postprocess, item, rows, results[offset : offset + len(rows)])
+            outputs.append(complete_output(item, output))
             offset += len(rows)
         return outputs
 
@@ -313,6 +318,13 @@ def _noted(head: Head[Any, Any]) -> Head[Any, Any]:
     if request is not None:
         request.add_head(head.name)
     return head
+
+
+def _note_preprocess(started: float) -> None:
+    """Add the preprocessing that began at `started` to the current request's timings."""
+    request = current_request()
+    if request is not None:
+        request.timings.preprocess += time.perf_counter() - started
 
 
 def _check_deadline(context: grpc.aio.ServicerContext | None, stage: str) -> None:

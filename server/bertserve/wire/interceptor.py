@@ -1,4 +1,10 @@
-"""The one place every RPC passes: request id, admission, error mapping, log line and metrics."""
+"""The one place every RPC passes: request id, admission, error mapping, log line, metrics, timings and traces.
+
+A successful unary call that ran rows through the encoder gets its timings
+as trailing metadata (`wire.timings`). With tracing on (`wire.tracing`), the
+call's spans are made from the same timings when it ends, under the gRPC
+server span of OpenTelemetry's interceptor (which runs outside this one).
+"""
 
 from __future__ import annotations
 
@@ -24,6 +30,8 @@ from bertserve.runtime.request_context import (
 )
 from bertserve.wire.logs import log_request
 from bertserve.wire.status import status_code, to_status
+from bertserve.wire.timings import timing_metadata
+from bertserve.wire.tracing import RequestTracer
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +55,12 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
         admission: Admission,
         metrics: ServerMetrics | None,
         principal: Callable[[], str | None] = lambda: None,
+        tracing: RequestTracer | None = None,
     ) -> None:
         self._admission = admission
         self._metrics = metrics
         self._principal = principal
+        self._tracing = tracing
 
     async def intercept_service(
         self,
@@ -77,7 +87,7 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
         admit = self._admission.admit if method not in PROBES else nullcontext
 
         async def observed(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            async with self._track(context, method):
+            async with self._track(context, method) as call:
                 try:
                     if isinstance(request, _Malformed):
                         raise request.invalid(method)
@@ -95,6 +105,9 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
                 # Headers go out with the answer only: gRPC retries a call (UNAVAILABLE while
                 # draining, RESOURCE_EXHAUSTED) only if no headers were sent before the error.
                 await context.send_initial_metadata(((REQUEST_ID_KEY, current_request_id()),))
+                timings = timing_metadata(call.timings, time.perf_counter())
+                if timings:
+                    context.set_trailing_metadata(timings)
                 return response
 
         return grpc.unary_unary_rpc_method_handler(
@@ -142,6 +155,8 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
         """Give the call its request id, then log it and count it however it ends."""
         request_context = RequestContext(_request_id(context), method.lstrip("/"))
         token = set_current_request(request_context)
+        if self._tracing is not None:
+            self._tracing.begin(request_context)
         started = time.perf_counter()
         code = grpc.StatusCode.UNKNOWN
         try:
@@ -155,6 +170,8 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
             raise
         finally:
             reset_current_request(token)
+            if self._tracing is not None:
+                self._tracing.finish(request_context, code)
             self._record(request_context, code, time.perf_counter() - started, context.peer())
 
     def _record(self, request: RequestContext, code: grpc.StatusCode, seconds: float, peer: str) -> None:
@@ -170,6 +187,7 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
             duration_ms=seconds * 1000,
             peer=peer,
             principal=self._principal(),
+            trace_id=request.trace_id,
         )
 
 

@@ -1,4 +1,4 @@
-"""Log set-up (plain or JSON lines) and the one-line-per-request log record."""
+"""Log set-up (plain or JSON lines) and the one-line-per-request log record (with its trace id when tracing is on)."""
 
 from __future__ import annotations
 
@@ -49,12 +49,21 @@ def configure_logging(config: LoggingConfig, stream: Any = None) -> None:
 
 
 def log_request(
-    *, request_id: str, method: str, heads: str, code: str, duration_ms: float, peer: str, principal: str | None
+    *,
+    request_id: str,
+    method: str,
+    heads: str,
+    code: str,
+    duration_ms: float,
+    peer: str,
+    principal: str | None,
+    trace_id: str = "",
 ) -> None:
     """Log one finished request: DEBUG when it succeeded, WARNING for client errors, ERROR for server errors.
 
     The fields are also attached to the record, so the JSON format carries
-    them as keys. Tokens and request payloads are never logged.
+    them as keys; ``trace_id`` (32 hex digits) only when the call was traced.
+    Tokens and request payloads are never logged.
     """
     level = logging.DEBUG if code == "OK" else logging.ERROR if code in _SERVER_ERRORS else logging.WARNING
     logger = logging.getLogger(REQUEST_LOGGER)
@@ -69,6 +78,8 @@ def log_request(
         "peer": peer,
         "principal": principal or "",
     }
+    if trace_id:
+        fields["trace_id"] = trace_id
     message = " ".join(f"{key}={value}" for key, value in fields.items() if value != "")
     logger.log(level, message, extra=fields)
 

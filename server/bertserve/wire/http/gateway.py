@@ -5,12 +5,15 @@ admission, limits, metrics, request ids and logs are exactly those of gRPC:
 the same interceptors run. The channel dials a Unix socket that the server
 binds for the gateway alone (in a private folder, mode 0700), so it needs no
 TLS of its own and does not depend on which interface the TCP port binds.
+A unary call's timing trailers (`bertserve.wire.timings`) are kept in
+`CALL_TIMINGS` for the reply's headers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,6 +27,12 @@ from google.rpc import status_pb2
 
 from bertserve.wire.http.errors import status_from_call
 from bertserve.wire.interceptor import REQUEST_ID_KEY, valid_request_id
+from bertserve.wire.timings import timing_pairs
+
+#: The timings of the HTTP call's last successful gateway call (set in the caller's task), for its reply's headers.
+CALL_TIMINGS: contextvars.ContextVar[tuple[tuple[str, str], ...]] = contextvars.ContextVar(
+    "bertserve_http_call_timings", default=()
+)
 
 
 @dataclass(frozen=True)
@@ -108,6 +117,7 @@ class Gateway:
             response = await call
         except grpc.aio.AioRpcError as error:
             raise _failed(error, rid) from None
+        CALL_TIMINGS.set(timing_pairs(tuple(await call.trailing_metadata() or ())))
         return response, _echoed(tuple(await call.initial_metadata() or ())) or rid
 
     async def refuse(self, rpc: Rpc, *, rid: str, authorization: Sequence[str] = ()) -> None:

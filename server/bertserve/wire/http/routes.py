@@ -7,7 +7,8 @@ The route rule is the Connect protocol's for unary calls: the gRPC path,
 mapping, a JSON reply (fields with default values included). Streaming RPCs
 take ``Content-Type: application/x-ndjson`` and answer NDJSON (`ndjson.py`).
 Optional headers: ``Authorization: Bearer TOKEN``, ``X-Request-Id`` and
-``Connect-Timeout-Ms`` (the call's deadline).
+``Connect-Timeout-Ms`` (the call's deadline). A reply carries the call's
+timings as headers, as its gRPC call's trailers (``x-total-time``, ...).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from google.protobuf.message import Message
 
 from bertserve.plugin.errors import BertServeError
 from bertserve.wire.http.errors import HTTP_STATUS, error_response, local_status, status_from_call
-from bertserve.wire.http.gateway import CallFailed, Gateway, Rpc, request_id
+from bertserve.wire.http.gateway import CALL_TIMINGS, CallFailed, Gateway, Rpc, request_id
 from bertserve.wire.http.ndjson import NDJSON, stream_rpc
 from bertserve.wire.security import AuthInterceptor
 from bertserve.wire.status import to_status
@@ -53,10 +54,11 @@ class HttpError(Exception):
 
 @web.middleware
 async def status_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """A request id for every call, echoed on every reply; HTTP-level errors as Status JSON."""
+    """A request id for every call, echoed on every reply; a call's timings; HTTP-level errors as Status JSON."""
     rid = request_id(request.headers)
     oip = request.path == "/v2" or request.path.startswith("/v2/")
     REQUEST_ID.set(rid)
+    CALL_TIMINGS.set(())  # a kept-alive connection's earlier call must not lend its timings
     try:
         response = await handler(request)
     except CallFailed as failure:
@@ -77,6 +79,8 @@ async def status_middleware(request: web.Request, handler: Handler) -> web.Strea
             reply.headers["Allow"] = error.headers["Allow"]
         return reply
     response.headers.setdefault("x-request-id", rid)
+    if not response.prepared:  # a stream's headers are sent already
+        response.headers.extend(CALL_TIMINGS.get())
     return response
 
 
