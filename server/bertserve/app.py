@@ -13,15 +13,17 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable
+from typing import Any
 
 import grpc
 import torch
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from bertserve.config import ServerConfig
+from bertserve.config import ServerConfig, StartupError
 from bertserve.model.default_model import default_model_path
 from bertserve.model.encoder import SharedEncoder
+from bertserve.model.hub import HubError
 from bertserve.model.plugins import discover_plugins, load_heads, register_plugins
 from bertserve.model.registry import HeadRecord, HeadRegistry, HeadState, Plugin
 from bertserve.plugin.errors import NotServing
@@ -38,6 +40,7 @@ from bertserve.wire.http import HttpGatewayServer
 from bertserve.wire.interceptor import RequestInterceptor
 from bertserve.wire.security import AuthInterceptor, TokenStore, current_principal, server_credentials
 from bertserve.wire.services import builtin
+from bertserve.wire.tracing import setup_tracing
 
 log = logging.getLogger(__name__)
 
@@ -78,13 +81,25 @@ def server_plugins(
 
 
 def load_encoder(config: ServerConfig) -> SharedEncoder:
-    """The configured encoder (default: the offline all-MiniLM-L6-v2)."""
-    return SharedEncoder.load(
-        config.model or str(default_model_path()),
-        device=config.device,
-        dtype=config.dtype,
-        max_sequence_length=config.max_sequence_length,
-    )
+    """The configured encoder (default: the offline all-MiniLM-L6-v2).
+
+    A hub id is read at `config.revision` from the hub cache
+    `config.cache_dir`, fetched when missing with download bars on stderr
+    (none with ``logging.format = json``: they would break the log lines). A
+    model neither in the cache nor on the hub raises `StartupError`.
+    """
+    try:
+        return SharedEncoder.load(
+            config.model or str(default_model_path()),
+            device=config.device,
+            dtype=config.dtype,
+            max_sequence_length=config.max_sequence_length,
+            revision=config.revision,
+            cache_dir=config.cache_dir,
+            progress=config.logging.format != "json",
+        )
+    except HubError as error:
+        raise StartupError(f"model.name: {error}") from None
 
 
 class _LazyRuntime:
@@ -104,10 +119,18 @@ class BertServeServer:
     """A bertserve gRPC server: `start()`, then `load()`, then `stop()`.
 
     `plugins` replaces entry-point discovery (tests, embedding applications);
-    the built-in services are always registered.
+    the built-in services are always registered. Tracing is on when the
+    OTEL_* variables ask for it, or with a `tracer_provider` of one's own
+    (`bertserve.wire.tracing`).
     """
 
-    def __init__(self, config: ServerConfig, *, plugins: Iterable[Plugin | tuple[str, object]] | None = None) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        *,
+        plugins: Iterable[Plugin | tuple[str, object]] | None = None,
+        tracer_provider: Any = None,
+    ) -> None:
         self.config = config
         self._plugins = list(plugins) if plugins is not None else None
         self._runtime = _LazyRuntime()
@@ -117,9 +140,11 @@ class BertServeServer:
         self.tokens = TokenStore.from_config(config.security)
         self.metrics = ServerMetrics()
         self.admission = Admission(config.max_concurrent_requests, self._retry_delay, self.metrics)
-        interceptors: list[grpc.aio.ServerInterceptor] = [
-            RequestInterceptor(self.admission, self.metrics, principal=current_principal.get)
-        ]
+        self._tracing = setup_tracing(tracer_provider=tracer_provider)
+        interceptors: list[grpc.aio.ServerInterceptor] = [] if self._tracing is None else [self._tracing.interceptor]
+        interceptors.append(
+            RequestInterceptor(self.admission, self.metrics, principal=current_principal.get, tracing=self._tracing)
+        )
         if self.tokens is not None:
             interceptors.append(AuthInterceptor(self.tokens, public_reflection=config.security.public_reflection))
         self._server = grpc.aio.server(interceptors=interceptors, options=server_options(config))
@@ -336,6 +361,8 @@ class BertServeServer:
             self._metrics_endpoint.stop()
         if self._health_server is not None:
             await self._health_server.stop(None)
+        if self._tracing is not None:
+            await asyncio.to_thread(self._tracing.shutdown)  # sends the buffered spans
 
     async def wait_for_termination(self) -> None:
         await self._server.wait_for_termination()
@@ -353,10 +380,10 @@ def _head_modules(record: HeadRecord) -> list[torch.nn.Module]:
 
 
 async def create_server(
-    config: ServerConfig, *, plugins: Iterable[Plugin | tuple[str, object]] | None = None
+    config: ServerConfig, *, plugins: Iterable[Plugin | tuple[str, object]] | None = None, tracer_provider: Any = None
 ) -> tuple[BertServeServer, int]:
     """Start a server and load it; returns it with its bound port (use port 0 in tests)."""
-    server = BertServeServer(config, plugins=plugins)
+    server = BertServeServer(config, plugins=plugins, tracer_provider=tracer_provider)
     port = await server.start()
     try:
         await server.load()

@@ -12,6 +12,7 @@ from typing import Any
 
 from bertserve.client_commands import add_commands as add_client_commands
 from bertserve.config import ServerConfig, StartupError
+from bertserve.download import add_commands as add_download_commands
 from bertserve.lifecycle import serve_until_signalled
 from bertserve.settings import (
     ConfigError,
@@ -38,6 +39,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except StartupError as error:  # e.g. a model neither in the hub cache nor on the hub
+        raise SystemExit(f"start-up error: {error}") from None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -95,6 +98,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     add_client_commands(commands)
     add_training_commands(commands)
+    add_download_commands(commands)
     return parser
 
 

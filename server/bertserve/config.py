@@ -113,7 +113,9 @@ class ServerConfig:
     """Everything the server needs to start.
 
     `model` is a local folder or a hub id; None selects the offline default
-    encoder. `head_files` maps a head name (e.g. ``"sentiment"``) to its head
+    encoder. A hub id is read at `revision` (None: the hub's default branch)
+    from the hub cache `cache_dir` (None: the hub library's own), and fetched
+    into it when missing (`bertserve.model.hub`). `head_files` maps a head name (e.g. ``"sentiment"``) to its head
     file. `device` is ``"auto"``, ``"cpu"`` or ``"cuda[:N]"``; `dtype` is
     ``"auto"`` (float32 on CPU, bfloat16 or float16 on CUDA), ``"float32"``,
     ``"float16"``, ``"bfloat16"`` or ``"int8"`` (CPU only, never the default:
@@ -146,6 +148,8 @@ class ServerConfig:
     """
 
     model: str | None = setting_field("model")
+    revision: str | None = setting_field("revision")
+    cache_dir: Path | None = setting_field("cache_dir")
     head_files: dict[str, Path] = setting_field("head_files")
     device: str = setting_field("device")
     dtype: str = setting_field("dtype")

@@ -8,12 +8,13 @@ import logging
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 
 import torch
-import transformers
 from transformers import AutoTokenizer, BertForPreTraining, PreTrainedTokenizerBase
 
+from bertserve.model import hub
 from bertserve.model.view import ReadOnlyEncoder
 from bertserve.nn import packed, quantize
 from bertserve.plugin.encoder import EncoderView, Text
@@ -82,6 +83,14 @@ def encoder_fingerprint(named_tensors: Iterable[tuple[str, torch.Tensor]]) -> st
         digest.update(f"{name}:{tuple(tensor.shape)}\n".encode())
         digest.update(sample.numpy().tobytes())
     return "sha256:" + digest.hexdigest()[:32]
+
+
+def _from_pretrained(folder: Path) -> tuple[BertForPreTraining, set[str], PreTrainedTokenizerBase]:
+    """The float32 model, the checkpoint keys it lacked, and the tokenizer, from a checkpoint folder."""
+    with hub.quiet_loading():
+        loaded = BertForPreTraining.from_pretrained(folder, output_loading_info=True, dtype=torch.float32)
+        model, info = cast(tuple[BertForPreTraining, dict[str, Any]], loaded)
+    return model, set(info["missing_keys"]), AutoTokenizer.from_pretrained(folder)
 
 
 @dataclass(frozen=True)
@@ -161,23 +170,21 @@ class SharedEncoder:
         device: str = "auto",
         dtype: str = "auto",
         max_sequence_length: int | None = None,
+        revision: str | None = None,
+        cache_dir: Path | str | None = None,
+        progress: bool = True,
     ) -> SharedEncoder:
-        """Load encoder, tokenizer and any pretraining heads from a folder or hub id."""
+        """Load encoder, tokenizer and any pretraining heads from a folder or hub id.
+
+        A hub id is read at `revision` from the hub cache `cache_dir`, fetched
+        when missing (download bars if `progress`); see `bertserve.model.hub`.
+        """
         torch_device = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, torch_device)
-        previous = transformers.logging.get_verbosity()
-        transformers.logging.set_verbosity_error()  # we report missing heads ourselves
-        transformers.logging.disable_progress_bar()
-        try:
-            loaded = BertForPreTraining.from_pretrained(model_name, output_loading_info=True, dtype=torch.float32)
-            model, info = cast(tuple[BertForPreTraining, dict[str, Any]], loaded)
-        finally:
-            transformers.logging.set_verbosity(previous)
-            transformers.logging.enable_progress_bar()
-        tokenizer = AutoTokenizer.from_pretrained(model_name)
+        folder = hub.checkpoint_folder(model_name, revision=revision, cache_dir=cache_dir, progress=progress)
+        model, missing, tokenizer = _from_pretrained(folder)
         if not tokenizer.is_fast:
             raise ValueError(f"{model_name}: a fast tokenizer is required (character offsets for QA)")
-        missing = set(info["missing_keys"])
         fingerprint = encoder_fingerprint(
             (name, tensor) for name, tensor in model.bert.state_dict().items() if not name.startswith("pooler.")
         )
@@ -205,8 +212,9 @@ class SharedEncoder:
             quantized=dtype == quantize.INT8,
         )
         log.info(
-            "encoder %s loaded on %s (%s), max %d tokens, pretraining heads: %s, pooler: %s",
+            "encoder %s%s loaded on %s (%s), max %d tokens, pretraining heads: %s, pooler: %s",
             model_name,
+            "" if folder == Path(model_name).expanduser() else f" (from {folder})",
             torch_device,
             encoder.dtype_name,
             limit,

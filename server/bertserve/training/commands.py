@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 # The settings the training commands share with `serve`, read from the same sources.
 TRAIN_SETTINGS = (
     "model.name",
+    "model.revision",
+    "model.cache_dir",
     "model.device",
     "model.max_sequence_length",
     "logging.level",
