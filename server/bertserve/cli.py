@@ -43,6 +43,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(f"start-up error: {error}") from None
 
 
+SERVE_EPILOG = """\
+other environment variables it reads:
+  models from the hub    HF_TOKEN (or the stored login), HF_HUB_CACHE / HF_HOME (the cache,
+                         unless --model-cache-dir), HF_HUB_OFFLINE=1 (the cache only),
+                         HF_HUB_DISABLE_PROGRESS_BARS; fill the cache with `bertserve download`
+  tracing                on when OTEL_TRACES_EXPORTER (otlp, console), OTEL_EXPORTER_OTLP_ENDPOINT
+                         or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set, else off; OTEL_SERVICE_NAME
+                         (default bertserve), OTEL_SDK_DISABLED; needs `pip install 'bertserve[tracing]'`
+every successful inference call returns x-total-time, x-tokenization-time, x-queue-time and
+x-inference-time (milliseconds) in its trailing metadata (HTTP: response headers)
+"""
+
+
 class _Parser(argparse.ArgumentParser):
     """An argument parser that takes no abbreviated flags (``--tokens`` is not ``--tokens-file``).
 
@@ -74,6 +87,8 @@ def _build_parser() -> argparse.ArgumentParser:
         "serve",
         help="run the server",
         description="Run the server. Settings: flag > BERTSERVE_* environment > --config TOML file > default.",
+        epilog=SERVE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_setting_flags(serve)
     serve.set_defaults(handler=_serve)

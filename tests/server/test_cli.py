@@ -100,6 +100,10 @@ def test_serve_help_shows_every_default() -> None:
         assert setting.env in line and setting.key in line
     assert "(default: 50051)" in lines["--port"] and "(default: 32)" in lines["--max-batch-size"]
     assert "(default: false)" in lines["--reuse-port,"] and "(default: unset)" in lines["--health-port"]
+    # The variables it reads besides its settings, and what every answer carries.
+    for name in ("HF_TOKEN", "HF_HUB_CACHE", "HF_HUB_OFFLINE", "OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT"):
+        assert name in result.stdout
+    assert "x-queue-time" in result.stdout and "x-inference-time" in result.stdout
 
 
 def test_abbreviated_flags_are_refused(capsys) -> None:  # type: ignore[no-untyped-def]

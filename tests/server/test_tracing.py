@@ -3,6 +3,7 @@ an incoming traceparent continued, the standard OTEL_* variables, and no OpenTel
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -10,13 +11,14 @@ import subprocess
 import sys
 import textwrap
 import threading
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
 from bertserve.background import BackgroundServer
-from bertserve.config import ServerConfig, StartupError
+from bertserve.config import HttpConfig, ServerConfig, StartupError
 from bertserve.wire.logs import REQUEST_LOGGER, JsonFormatter
 from bertserve.wire.tracing import setup_tracing, tracing_requested
 from bertserve_client.v1 import sentiment_pb2 as st, sentiment_pb2_grpc as st_grpc
@@ -170,6 +172,28 @@ def test_an_incoming_traceparent_is_continued(traced: BackgroundServer, spans: I
     assert format_trace_id(server.context.trace_id) == trace_id
     assert f"{server.parent.span_id:016x}" == parent_id and server.parent.is_remote
     assert all(format_trace_id(s.context.trace_id) == trace_id for s in children(spans, server).values())  # type: ignore[union-attr]
+
+
+def test_an_http_request_continues_its_callers_trace(tiny_config: ServerConfig) -> None:
+    exporter = InMemorySpanExporter()  # its own: shutting the provider down stops its exporter
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    config = dataclasses.replace(tiny_config, http=HttpConfig(port=0))
+    trace_id, parent_id = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+    with BackgroundServer(config, tracer_provider=provider) as running:
+        assert running._server is not None
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{running._server.http_port}{SENTIMENT}",
+            data=json.dumps({"texts": ["over http"]}).encode(),
+            headers={"Content-Type": "application/json", "traceparent": f"00-{trace_id}-{parent_id}-01"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert response.status == 200
+        (server,) = server_spans(exporter, 1)
+        assert server.context is not None and server.parent is not None
+        assert format_trace_id(server.context.trace_id) == trace_id and f"{server.parent.span_id:016x}" == parent_id
+        assert len(children(exporter, server)) == len(CHILDREN)
+    provider.shutdown()
 
 
 def test_the_request_log_line_carries_the_trace_id(traced: BackgroundServer, spans: InMemorySpanExporter) -> None:

@@ -33,6 +33,17 @@ from bertserve.wire.timings import timing_pairs
 CALL_TIMINGS: contextvars.ContextVar[tuple[tuple[str, str], ...]] = contextvars.ContextVar(
     "bertserve_http_call_timings", default=()
 )
+#: The W3C trace context headers of the HTTP call (set by the middleware), passed on as gRPC metadata so that
+#: a traced HTTP request continues its caller's trace.
+TRACE_CONTEXT: contextvars.ContextVar[tuple[tuple[str, str], ...]] = contextvars.ContextVar(
+    "bertserve_http_trace_context", default=()
+)
+TRACE_HEADERS = ("traceparent", "tracestate")
+
+
+def trace_context(headers: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """The request's ``traceparent`` and ``tracestate`` headers, as gRPC metadata pairs."""
+    return tuple((name, headers[name]) for name in TRACE_HEADERS if name in headers)
 
 
 @dataclass(frozen=True)
@@ -84,7 +95,10 @@ class CallFailed(Exception):
 
 
 class Gateway:
-    """Calls the server's own gRPC methods over a local channel, passing ``authorization`` and ``x-request-id``."""
+    """Calls the server's own gRPC methods over a local channel.
+
+    It passes on ``authorization``, ``x-request-id`` and the trace context (`TRACE_CONTEXT`).
+    """
 
     def __init__(self, target: str, max_message_bytes: int) -> None:
         options = [("grpc.max_receive_message_length", max_message_bytes), ("grpc.max_send_message_length", -1)]
@@ -208,7 +222,7 @@ _REFUSAL_TIMEOUT = 10.0  # a refusal is immediate; the bound only matters if the
 
 
 def _metadata(rid: str, authorization: Sequence[str]) -> list[tuple[str, str]]:
-    return [(REQUEST_ID_KEY, rid), *(("authorization", value) for value in authorization)]
+    return [(REQUEST_ID_KEY, rid), *(("authorization", value) for value in authorization), *TRACE_CONTEXT.get()]
 
 
 def _failed(error: grpc.aio.AioRpcError, rid: str) -> CallFailed:

@@ -26,7 +26,15 @@ from google.protobuf.message import Message
 
 from bertserve.plugin.errors import BertServeError
 from bertserve.wire.http.errors import HTTP_STATUS, error_response, local_status, status_from_call
-from bertserve.wire.http.gateway import CALL_TIMINGS, CallFailed, Gateway, Rpc, request_id
+from bertserve.wire.http.gateway import (
+    CALL_TIMINGS,
+    TRACE_CONTEXT,
+    CallFailed,
+    Gateway,
+    Rpc,
+    request_id,
+    trace_context,
+)
 from bertserve.wire.http.ndjson import NDJSON, stream_rpc
 from bertserve.wire.security import AuthInterceptor
 from bertserve.wire.status import to_status
@@ -54,11 +62,12 @@ class HttpError(Exception):
 
 @web.middleware
 async def status_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """A request id for every call, echoed on every reply; a call's timings; HTTP-level errors as Status JSON."""
+    """A request id for every call, echoed on every reply; its timings and trace context; HTTP errors as Status JSON."""
     rid = request_id(request.headers)
     oip = request.path == "/v2" or request.path.startswith("/v2/")
     REQUEST_ID.set(rid)
     CALL_TIMINGS.set(())  # a kept-alive connection's earlier call must not lend its timings
+    TRACE_CONTEXT.set(trace_context(request.headers))
     try:
         response = await handler(request)
     except CallFailed as failure:
