@@ -207,7 +207,8 @@ def _render(result: Any) -> str:
     elif isinstance(result, AnswerResult):
         for answer in result.answers:
             text = "(no answer)" if answer.no_answer else repr(answer.text)
-            lines.append(f"{answer.score:8.4f}  {text}  [{answer.start}:{answer.end}]")
+            offsets = f"[{answer.start}:{answer.end}] (UTF-8 bytes [{answer.start_byte}:{answer.end_byte}])"
+            lines.append(f"{answer.score:8.4f}  {text}  {offsets}")
         if not result.answers:
             lines.append("(no answer)")
     else:

@@ -43,7 +43,7 @@ def test_client_subcommands_print_readable_results(server: BackgroundServer, cap
     assert main(["next-sentence", "john went home .", "he slept .", "--address", server.address]) == 0
     assert "P(is next)" in capsys.readouterr().out
     assert main(["answer", "who went home ?", "john went home .", "--address", server.address]) == 0
-    assert "[" in capsys.readouterr().out
+    assert "(UTF-8 bytes [" in capsys.readouterr().out
 
 
 def test_client_subcommand_reports_errors_with_the_field(server: BackgroundServer, capsys) -> None:  # type: ignore[no-untyped-def]
