@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from bertserve.background import BackgroundServer
-from bertserve.config import SecurityConfig, ServerConfig
+from bertserve.config import ServerConfig
 from bertserve_client import BertServeClient, PermissionDeniedError, UnauthenticatedError, UnavailableError
-from certs import Certs, make_certs
+from certs import Certs, make_certs, secured_server
 
 TOKEN = "client-e2e-token-1"
 READER = "client-e2e-reader-2"
@@ -26,12 +24,8 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
 def secured(tiny_config: ServerConfig, certs: Certs, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tokens = tmp_path_factory.mktemp("client-tokens") / "tokens"
     tokens.write_text(f"{TOKEN} full-access\n{READER} model-reader /bertserve.v1.ModelService/*\n")
-    tokens.chmod(0o600)
-    security = SecurityConfig(
-        tls_cert=certs.server.cert, tls_key=certs.server.key, tls_client_ca=certs.ca.cert, tokens_file=tokens
-    )
-    with BackgroundServer(dataclasses.replace(tiny_config, security=security)) as running:
-        yield f"localhost:{running.port}"
+    with secured_server(tiny_config, certs, tokens) as address:
+        yield address
 
 
 def client(target: str, certs: Certs, **kwargs: object) -> BertServeClient:

@@ -13,7 +13,6 @@ Skipped, with the reason, where `.venv-oldest` is missing.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import subprocess
 import sys
@@ -26,9 +25,9 @@ from typing import Any
 import grpc
 import pytest
 from bertserve.background import BackgroundServer
-from bertserve.config import SecurityConfig, ServerConfig
+from bertserve.config import ServerConfig
 from bertserve_client.v1 import model_pb2, model_pb2_grpc
-from certs import Certs, make_certs
+from certs import Certs, make_certs, secured_server
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
@@ -99,12 +98,8 @@ def certs(tmp_path: Path) -> Certs:
 def secured(tiny_config: ServerConfig, certs: Certs, tmp_path: Path) -> Iterator[str]:
     tokens = tmp_path / "tokens"
     tokens.write_text(f"{TOKEN} full-access\n")
-    tokens.chmod(0o600)
-    security = SecurityConfig(
-        tls_cert=certs.server.cert, tls_key=certs.server.key, tls_client_ca=certs.ca.cert, tokens_file=tokens
-    )
-    with BackgroundServer(dataclasses.replace(tiny_config, security=security)) as running:
-        yield f"localhost:{running.port}"
+    with secured_server(tiny_config, certs, tokens) as address:
+        yield address
 
 
 @pytest.mark.skipif(

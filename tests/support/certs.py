@@ -1,6 +1,7 @@
 """Test certificates made with `cryptography`: a CA, a server and a client it signed, and an unrelated CA/client.
 
-`make_certs(folder)` writes PEM files and returns their paths and bytes. The
+`make_certs(folder)` writes PEM files and returns their paths and bytes;
+`secured_server` runs a server that requires them and a token. The
 server certificate is valid for ``127.0.0.1`` and ``localhost``. Keys are
 ECDSA P-256 (fast to make); certificates are valid from an hour ago for a day.
 """
@@ -9,8 +10,11 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -135,3 +139,20 @@ def _write(folder: Path, stem: str, key: ec.EllipticCurvePrivateKey, cert: x509.
     )
     pair.key.chmod(0o600)
     return pair
+
+
+@contextmanager
+def secured_server(config: Any, certs: Certs, tokens: Path) -> Iterator[str]:
+    """A `BackgroundServer` on `config` that requires mutual TLS (`certs`) and a token of the file `tokens`.
+
+    Yields its address (``localhost:PORT``, the name the server certificate carries).
+    """
+    from bertserve.background import BackgroundServer
+    from bertserve.config import SecurityConfig
+
+    tokens.chmod(0o600)
+    security = SecurityConfig(
+        tls_cert=certs.server.cert, tls_key=certs.server.key, tls_client_ca=certs.ca.cert, tokens_file=tokens
+    )
+    with BackgroundServer(replace(config, security=security)) as running:
+        yield f"localhost:{running.port}"
