@@ -107,6 +107,20 @@ def sync_calls(target: str) -> None:
             check("sync NOT_FOUND raised", False)
 
 
+def timed_calls(target: str) -> None:
+    """on_timings reads trailing metadata: with_call (blocking) and trailing_metadata() (asyncio)."""
+    seen: list[Any] = []
+    with BertServeClient(target, timeout=30, on_timings=seen.append) as client:
+        client.sentiment("good")
+
+    async def scenario() -> None:
+        async with AsyncBertServeClient(target, timeout=30, on_timings=seen.append) as aclient:
+            await aclient.sentiment("good")
+
+    asyncio.run(scenario())
+    check("server timings (sync and asyncio)", len(seen) == 2 and all(t.total_ms > 0 for t in seen), seen)
+
+
 def retried_calls(target: str) -> None:
     # gRPC core retries, from the service config the RetryPolicy becomes: two UNAVAILABLE, then an answer.
     policy = RetryPolicy(max_attempts=3, initial_backoff=0.01, max_backoff=0.02)
@@ -186,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     versions(args.expect)
     sync_calls(args.target)
+    timed_calls(args.target)
     if args.flaky_target:
         retried_calls(args.flaky_target)
     balanced_calls(args.target)

@@ -22,6 +22,7 @@ from __future__ import annotations
 from ._channel import PemSource, RetryPolicy
 from ._requests import USE_CLIENT_DEFAULT, UseClientDefault
 from ._streams import StreamInput, StreamResult
+from ._timings import ServerTimings
 from .aio import AsyncBertServeClient
 from .client import BertServeClient
 from .errors import (
@@ -87,6 +88,7 @@ __all__ = [
     "RetryPolicy",
     "SentimentResult",
     "ServerInfo",
+    "ServerTimings",
     "TokenPrediction",
     "UnauthenticatedError",
     "UnavailableError",

@@ -28,6 +28,7 @@ from ._channel import (
     plan_channel,
 )
 from ._methods import Call
+from ._timings import TimingsCallback
 from .errors import UnavailableError
 
 ChannelT = TypeVar("ChannelT", grpc.Channel, grpc.aio.Channel)
@@ -56,9 +57,11 @@ class ClientBase(Generic[ChannelT]):
         retry: RetryPolicy | None = DEFAULT_RETRY,
         keepalive_seconds: float | None = DEFAULT_KEEPALIVE_S,
         options: Sequence[tuple[str, Any]] | None = None,
+        on_timings: TimingsCallback | None = None,
     ) -> None:
         self.target = display_target(target)
         self.timeout = timeout
+        self._on_timings = on_timings
         self._metadata = bearer_metadata(token)
         self._retry = retry  # gRPC retries unary calls; predict_stream resends broken streams with it
         self._plan: ChannelPlan | None = None
@@ -102,9 +105,13 @@ class ClientBase(Generic[ChannelT]):
             self._stubs = rq.Stubs(self._channel)
         return self._stubs
 
-    def _send(self, call: Call[Any]) -> Any:
-        """Start ``call``: the response (blocking), or the call object to await (grpc.aio)."""
-        return call.rpc(self._open())(
+    def _send(self, call: Call[Any], *, with_call: bool = False) -> Any:
+        """Start ``call``: the response (blocking), or the call object to await (grpc.aio).
+
+        ``with_call`` (blocking only): the response and the finished call, for its trailing metadata.
+        """
+        rpc: Any = call.rpc(self._open())  # a grpc multi-callable: blocking ones have .with_call
+        return (rpc.with_call if with_call else rpc)(
             call.prepared.request,
             timeout=rq.resolve_timeout(call.timeout, self.timeout),
             metadata=self._metadata,

@@ -22,6 +22,7 @@ from ._requests import USE_CLIENT_DEFAULT, Timeout
 from ._stream_ledger import StreamFeed, StreamRetry
 from ._stream_resend import AsyncStreamFeeder, aresend_stream
 from ._streams import PREDICT_STREAM_DOC, StreamItem, StreamResult, astream_requests
+from ._timings import report_timings
 from .errors import error_from_rpc
 
 __all__ = ["AsyncBertServeClient"]
@@ -93,6 +94,11 @@ class AsyncBertServeClient(ClientBase[grpc.aio.Channel]):
             win over the options the settings above make, e.g. a
             ``grpc.service_config`` of your own replaces the retry and
             balancing config.
+        on_timings: Called with a :class:`ServerTimings` after each
+            successful call that ran rows through the encoder: where the
+            server spent its time (total, tokenization, queue, inference, in
+            ms), e.g. to feed your own metrics. A callback that raises is
+            logged and does not fail the call.
 
     Raises:
         ValueError: Contradictory options, e.g. ``credentials`` with
@@ -130,7 +136,10 @@ class AsyncBertServeClient(ClientBase[grpc.aio.Channel]):
 
     async def _invoke(self, call: Call[T]) -> T:
         try:
-            response = await self._send(call)
+            started = self._send(call)
+            response = await started
+            if self._on_timings is not None:
+                report_timings(self._on_timings, await started.trailing_metadata())
         except grpc.RpcError as err:
             raise error_from_rpc(err) from err
         return call.prepared.convert(response)

@@ -21,6 +21,7 @@ from ._requests import USE_CLIENT_DEFAULT, Timeout
 from ._stream_ledger import StreamFeed, StreamRetry
 from ._stream_resend import StreamFeeder, resend_stream
 from ._streams import PREDICT_STREAM_DOC, StreamItem, StreamResult, stream_requests
+from ._timings import report_timings
 from .errors import error_from_rpc
 
 __all__ = ["BertServeClient"]
@@ -85,6 +86,11 @@ class BertServeClient(ClientBase[grpc.Channel]):
             win over the options the settings above make, e.g. a
             ``grpc.service_config`` of your own replaces the retry and
             balancing config.
+        on_timings: Called with a :class:`ServerTimings` after each
+            successful call that ran rows through the encoder: where the
+            server spent its time (total, tokenization, queue, inference, in
+            ms), e.g. to feed your own metrics. A callback that raises is
+            logged and does not fail the call.
 
     Raises:
         ValueError: Contradictory options, e.g. ``credentials`` with
@@ -122,7 +128,11 @@ class BertServeClient(ClientBase[grpc.Channel]):
 
     def _invoke(self, call: Call[T]) -> T:
         try:
-            response = self._send(call)
+            if self._on_timings is None:
+                response = self._send(call)
+            else:
+                response, finished = self._send(call, with_call=True)
+                report_timings(self._on_timings, finished.trailing_metadata())
         except grpc.RpcError as err:
             raise error_from_rpc(err) from err
         return call.prepared.convert(response)
