@@ -85,7 +85,7 @@ def load_encoder(config: ServerConfig) -> SharedEncoder:
 
     A hub id is read at `config.revision` from the hub cache
     `config.cache_dir`, fetched when missing with download bars on stderr
-    (none with ``logging.format = json``: they would break the log lines). A
+    (`LoggingConfig.progress_bars`). A
     model neither in the cache nor on the hub raises `StartupError`.
     """
     try:
@@ -96,7 +96,7 @@ def load_encoder(config: ServerConfig) -> SharedEncoder:
             max_sequence_length=config.max_sequence_length,
             revision=config.revision,
             cache_dir=config.cache_dir,
-            progress=config.logging.format != "json",
+            progress=config.logging.progress_bars,
         )
     except HubError as error:
         raise StartupError(f"model.name: {error}") from None

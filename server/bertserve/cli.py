@@ -15,10 +15,11 @@ from bertserve.config import ServerConfig, StartupError
 from bertserve.download import add_commands as add_download_commands
 from bertserve.lifecycle import serve_until_signalled
 from bertserve.settings import (
-    ConfigError,
     ResolvedSettings,
     add_setting_flags,
+    config_or_exit,
     describe_settings,
+    exit_on_config_error,
     resolve_settings,
     settings_markdown,
 )
@@ -119,15 +120,12 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def _resolve(args: argparse.Namespace) -> tuple[ResolvedSettings, ServerConfig]:
     """The settings from every source and the config they make; a bad value exits naming it."""
-    try:
-        resolved = resolve_settings(args, os.environ)
-        return resolved, resolved.to_config()
-    except ConfigError as error:
-        raise SystemExit(f"configuration error: {error}") from None
+    resolved = exit_on_config_error(lambda: resolve_settings(args, os.environ))
+    return resolved, exit_on_config_error(resolved.to_config)
 
 
 def _config(args: argparse.Namespace) -> ServerConfig:
-    return _resolve(args)[1]
+    return config_or_exit(args, os.environ)
 
 
 def _config_show(args: argparse.Namespace) -> int:

@@ -107,6 +107,11 @@ class LoggingConfig:
     level: str = setting_field("logging.level")
     format: str = setting_field("logging.format")
 
+    @property
+    def progress_bars(self) -> bool:
+        """Whether download bars may go to stderr: not with JSON logs, whose every line must stay JSON."""
+        return self.format != "json"
+
 
 @dataclass(frozen=True)
 class ServerConfig:

@@ -12,7 +12,7 @@ import os
 import sys
 
 from bertserve.model import hub
-from bertserve.settings import ConfigError, add_setting_flags, config_from_sources
+from bertserve.settings import add_setting_flags, config_or_exit
 from bertserve.settings_table import SETTINGS_BY_KEY
 
 DOWNLOAD_SETTINGS = ("model.revision", "model.cache_dir")
@@ -35,10 +35,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
 
 
 def _download(args: argparse.Namespace) -> int:
-    try:
-        config = config_from_sources(args, os.environ)
-    except ConfigError as error:
-        raise SystemExit(f"configuration error: {error}") from None
+    config = config_or_exit(args, os.environ)
     model = config.model or ""
     if hub.is_folder(model):
         print(f"download error: {model} is a local folder; give a hub id (ORG/NAME)", file=sys.stderr)
@@ -48,7 +45,7 @@ def _download(args: argparse.Namespace) -> int:
             model,
             revision=config.revision,
             cache_dir=config.cache_dir,
-            progress=config.logging.format != "json",
+            progress=config.logging.progress_bars,
         )
     except hub.HubError as error:
         print(f"download error: {error}", file=sys.stderr)

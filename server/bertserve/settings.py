@@ -16,10 +16,10 @@ import difflib
 import json
 import logging
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bertserve.client_commands import CLIENT_VARIABLES
 from bertserve.config import ServerConfig
@@ -43,6 +43,8 @@ else:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 CONFIG_FILE_VARIABLE = "BERTSERVE_CONFIG"
+
+T = TypeVar("T")
 
 
 class ConfigError(ValueError):
@@ -342,6 +344,19 @@ def _toml_value(value: Any) -> str:
     return json.dumps(str(value))
 
 
+def exit_on_config_error(build: Callable[[], T]) -> T:
+    """`build()`, or exit with the commands' one message naming the bad setting and its source."""
+    try:
+        return build()
+    except ConfigError as error:
+        raise SystemExit(f"configuration error: {error}") from None
+
+
+def config_or_exit(flags: argparse.Namespace | Mapping[str, Any], environ: Mapping[str, str]) -> ServerConfig:
+    """`config_from_sources`, or exit naming the bad setting (`exit_on_config_error`)."""
+    return exit_on_config_error(lambda: config_from_sources(flags, environ))
+
+
 def config_from_sources(
     flags: argparse.Namespace | Mapping[str, Any], environ: Mapping[str, str], *, config_file: Path | None = None
 ) -> ServerConfig:
@@ -358,6 +373,8 @@ __all__: Sequence[str] = [
     "add_setting_flags",
     "build_config",
     "config_from_sources",
+    "config_or_exit",
+    "exit_on_config_error",
     "describe_settings",
     "resolve_settings",
     "settings_markdown",

@@ -21,7 +21,7 @@ from bertserve.app import load_encoder
 from bertserve.config import ServerConfig
 from bertserve.plugin.headfile import read_head_metadata
 from bertserve.plugin.modules import POOLINGS, HeadArchitecture
-from bertserve.settings import ConfigError, add_setting_flags, config_from_sources
+from bertserve.settings import add_setting_flags, config_or_exit
 from bertserve.training.evaluate import evaluate_head, load_served_head
 from bertserve.training.loop import SCHEDULES, TrainingOptions
 from bertserve.training.trainers import TASKS, FeatureOptions, train_head
@@ -107,10 +107,7 @@ def _encoder_config(args: argparse.Namespace) -> ServerConfig:
     head_files = getattr(args, "setting__model__head_files", None)
     if head_files is not None:  # eval-head also takes --head-file PATH: the file of the head it evaluates
         args.setting__model__head_files = [spec if "=" in spec else f"{_head_name(args)}={spec}" for spec in head_files]
-    try:
-        config = config_from_sources(args, os.environ)
-    except ConfigError as error:
-        raise SystemExit(f"configuration error: {error}") from None
+    config = config_or_exit(args, os.environ)
     logging.getLogger().setLevel(config.logging.level)
     return replace(config, dtype="float32")
 

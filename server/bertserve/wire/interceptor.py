@@ -157,7 +157,6 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
         token = set_current_request(request_context)
         if self._tracing is not None:
             self._tracing.begin(request_context)
-        started = time.perf_counter()
         code = grpc.StatusCode.UNKNOWN
         try:
             yield request_context
@@ -172,7 +171,8 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
             reset_current_request(token)
             if self._tracing is not None:
                 self._tracing.finish(request_context, code)
-            self._record(request_context, code, time.perf_counter() - started, context.peer())
+            seconds = time.perf_counter() - request_context.timings.started  # stamped as the context was made
+            self._record(request_context, code, seconds, context.peer())
 
     def _record(self, request: RequestContext, code: grpc.StatusCode, seconds: float, peer: str) -> None:
         head = request.head_label
